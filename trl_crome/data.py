@@ -1,0 +1,156 @@
+"""The Crome pair format and its validation.
+
+A Crome dataset is anything TRL's `RewardTrainer` accepts (standard or conversational, implicit or explicit prompt,
+or pre-tokenized `chosen_ids` / `rejected_ids`), plus two optional columns:
+
+- `tie` (`bool`): the pair is a neutral pair; its target is 0.5 instead of "chosen wins".
+- `kind` (`str`): a free label used for per-kind metrics, e.g. `"original"`, `"causal"`, `"neutral"`.
+
+Rows without `tie` are preference pairs; rows without `kind` are of kind `"neutral"` when they are ties and
+`"original"` otherwise. Validation runs when the trainer prepares a dataset, before any tokenization, and raises a
+[`CromeDataError`] that names the row index and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from datasets import Dataset, IterableDataset
+
+TIE_COLUMN = "tie"
+KIND_COLUMN = "kind"
+KIND_ORIGINAL = "original"
+KIND_CAUSAL = "causal"
+KIND_NEUTRAL = "neutral"
+DEFAULT_KINDS = (KIND_ORIGINAL, KIND_CAUSAL, KIND_NEUTRAL)
+
+
+class CromeDataError(ValueError):
+    """A dataset row that cannot be trained on. `row` is the index in the dataset (None for a missing column)."""
+
+    def __init__(self, message: str, *, dataset_name: str, row: int | None, field: str):
+        self.dataset_name, self.row, self.field = dataset_name, row, field
+        where = f"row {row}, field '{field}'" if row is not None else f"field '{field}'"
+        super().__init__(f"{dataset_name} dataset, {where}: {message}")
+
+
+def default_kind(tie: bool) -> str:
+    return KIND_NEUTRAL if tie else KIND_ORIGINAL
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+
+
+def _text_of(value: Any) -> str | None:
+    """The text a standard answer or a conversational turn list carries; None when the value has the wrong type."""
+    if isinstance(value, str):
+        return value
+    if _is_messages(value) and value:
+        content = value[-1]["content"]
+        # Multimodal content is a list of parts; any non-empty part counts as content.
+        if isinstance(content, list):
+            return " ".join(str(part.get("text", part)) if isinstance(part, dict) else str(part) for part in content)
+        return content if isinstance(content, str) else None
+    return None
+
+
+def _check_row(row: dict[str, Any], index: int, dataset_name: str, tokenized: bool) -> None:
+    def fail(field: str, message: str) -> None:
+        raise CromeDataError(message, dataset_name=dataset_name, row=index, field=field)
+
+    if tokenized:
+        for field in ("chosen_ids", "rejected_ids"):
+            ids = row[field]
+            if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+                fail(field, f"expected a list of token ids, got {type(ids).__name__}")
+            if not ids:
+                fail(field, "is empty")
+    else:
+        conversational = _is_messages(row["chosen"])
+        for field in ("chosen", "rejected"):
+            value = row[field]
+            if _is_messages(value) != conversational:
+                fail(field, "mixes the standard (string) and conversational (list of messages) formats")
+            text = _text_of(value)
+            if text is None:
+                fail(
+                    field, f"expected a string or a list of {{'role', 'content'}} messages, got {type(value).__name__}"
+                )
+            if not text.strip():
+                fail(field, "is empty")
+        if "prompt" in row:
+            prompt = row["prompt"]
+            if (_is_messages(prompt) if conversational else isinstance(prompt, str)) is False:
+                expected = "a list of messages" if conversational else "a string"
+                fail("prompt", f"expected {expected} like the answers, got {type(prompt).__name__}")
+    if TIE_COLUMN in row and not isinstance(row[TIE_COLUMN], bool):
+        fail(
+            TIE_COLUMN,
+            f"must be a bool (True for a neutral pair), got {type(row[TIE_COLUMN]).__name__} {row[TIE_COLUMN]!r}",
+        )
+    if KIND_COLUMN in row and not (isinstance(row[KIND_COLUMN], str) and row[KIND_COLUMN]):
+        fail(KIND_COLUMN, f"must be a non-empty string, got {row[KIND_COLUMN]!r}")
+    if "margin" in row and not isinstance(row["margin"], int | float):
+        fail("margin", f"must be a number, got {type(row['margin']).__name__} {row['margin']!r}")
+
+
+def required_columns(column_names: Iterable[str]) -> tuple[str, ...]:
+    names = set(column_names)
+    if {"chosen_ids", "rejected_ids"} <= names:
+        return ("chosen_ids", "rejected_ids")
+    return ("chosen", "rejected")
+
+
+def validate_preference_dataset(
+    dataset: Dataset | IterableDataset, dataset_name: str = "train"
+) -> tuple[Dataset | IterableDataset, list[str]]:
+    """Check every row of a Crome dataset; return the dataset and the kinds it contains, in order of appearance.
+
+    Args:
+        dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
+            Preference pairs in any format `RewardTrainer` accepts, with optional `tie` and `kind` columns. An
+            `IterableDataset` is returned wrapped so that each row is checked as it streams, and reports no kinds.
+        dataset_name (`str`):
+            Used in error messages, e.g. `"train"` or `"eval"`.
+
+    Raises:
+        [`CromeDataError`]: for a missing column, a wrong type, an empty answer, a `tie` that is not a bool, an empty
+        `kind`, naming the row index and the field.
+    """
+    column_names = dataset.column_names or list(next(iter(dataset)).keys())
+    required = required_columns(column_names)
+    for field in required:
+        if field not in column_names:
+            raise CromeDataError(
+                f"missing column (the dataset has {sorted(column_names)}; preference data needs 'chosen' and "
+                "'rejected', or pre-tokenized 'chosen_ids' and 'rejected_ids')",
+                dataset_name=dataset_name,
+                row=None,
+                field=field,
+            )
+    tokenized = required == ("chosen_ids", "rejected_ids")
+
+    if isinstance(dataset, IterableDataset):
+        return dataset.map(_StreamValidator(dataset_name, tokenized), with_indices=True), []
+
+    checked = [c for c in ("prompt", *required, TIE_COLUMN, KIND_COLUMN, "margin") if c in column_names]
+    columns = {c: dataset[c] for c in checked}
+    kinds: dict[str, None] = {}
+    for index in range(len(dataset)):
+        row = {c: values[index] for c, values in columns.items()}
+        _check_row(row, index, dataset_name, tokenized)
+        kinds[row.get(KIND_COLUMN) or default_kind(row.get(TIE_COLUMN, False))] = None
+    return dataset, list(kinds)
+
+
+class _StreamValidator:
+    """Row check for streaming datasets (picklable, unlike a closure)."""
+
+    def __init__(self, dataset_name: str, tokenized: bool):
+        self.dataset_name, self.tokenized = dataset_name, tokenized
+
+    def __call__(self, row: dict[str, Any], index: int) -> dict[str, Any]:
+        _check_row(row, index, self.dataset_name, self.tokenized)
+        return row

@@ -1,0 +1,212 @@
+"""[`CromeRewardTrainer`]: TRL's `RewardTrainer` with Crome's tie-aware composite loss and per-kind metrics."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from datasets import Dataset, IterableDataset
+from transformers import PreTrainedTokenizerBase
+from trl import RewardTrainer
+from trl.data_utils import get_dataset_column_names
+from trl.trainer.reward_trainer import DataCollatorForPreference
+
+from ..data import DEFAULT_KINDS, KIND_COLUMN, KIND_NEUTRAL, KIND_ORIGINAL, TIE_COLUMN, validate_preference_dataset
+from .config import CromeRewardConfig
+from .losses import composite_loss
+
+KIND_ID_COLUMN = "kind_id"
+
+
+@dataclass
+class CromeDataCollator(DataCollatorForPreference):
+    """
+    [`~trl.trainer.reward_trainer.DataCollatorForPreference`] that also returns, per pair, `"tie"` (a bool tensor) and
+    `"kind_id"` (an int tensor indexing the trainer's `kind_names`).
+
+    Examples without a `"tie"` key are preference pairs; examples without a `"kind_id"` key are of kind `"neutral"`
+    (id 2) when they are ties and `"original"` (id 0) otherwise.
+    """
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super().torch_call(examples)
+        ties = [bool(example.get(TIE_COLUMN, False)) for example in examples]
+        output[TIE_COLUMN] = torch.tensor(ties, dtype=torch.bool)
+        default_ids = [DEFAULT_KINDS.index(KIND_NEUTRAL if tie else KIND_ORIGINAL) for tie in ties]
+        kind_ids = [example.get(KIND_ID_COLUMN, default) for example, default in zip(examples, default_ids)]
+        output[KIND_ID_COLUMN] = torch.tensor(kind_ids, dtype=torch.long)
+        return output
+
+
+def _add_kind_id(example: dict[str, Any], kind_ids: dict[str, int]) -> dict[str, int]:
+    return {KIND_ID_COLUMN: kind_ids[example[KIND_COLUMN]]}
+
+
+class CromeRewardTrainer(RewardTrainer):
+    """
+    Trainer for Crome reward models ([Robust Reward Modeling via Causal Rubrics](https://huggingface.co/papers/2506.16507)).
+
+    A drop-in replacement for [`~trl.RewardTrainer`]. It differs from its parent only in:
+
+    - the dataset may carry a boolean `tie` column (neutral pairs, target 0.5) and a string `kind` column (per-kind
+      metrics); every row is validated before tokenization, with errors naming the row and the field;
+    - the loss is Crome's composite loss, the mean over the batch's pairs of `-log sigmoid(d - margin)` for preference
+      pairs and `tie_loss_weight * -(log sigmoid(d) + log sigmoid(-d)) / 2` for ties (see
+      [`~trl_crome.trainer.losses.composite_loss`]); `center_rewards_coefficient` works as in TRL;
+    - the logged `accuracy` and `margin` cover preference pairs only, and ties add `tie_abs_margin` (mean |d|);
+      `loss/<kind>` and `count/<kind>` are logged per kind. All are computed from the pairs of every process;
+    - the model card carries the `crome` tag and the paper's citation.
+
+    On a dataset without `tie` and `kind` columns it computes exactly the loss of [`~trl.RewardTrainer`], with the
+    same single forward pass per step.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> from trl_crome import CromeRewardConfig, CromeRewardTrainer
+
+    >>> dataset = Dataset.from_list(
+    ...     [
+    ...         {"prompt": "2+2?", "chosen": "4", "rejected": "5", "tie": False, "kind": "original"},
+    ...         {"prompt": "Capital of France?", "chosen": "4", "rejected": "5", "tie": True, "kind": "neutral"},
+    ...     ]
+    ... )
+    >>> trainer = CromeRewardTrainer(
+    ...     model="Qwen/Qwen2.5-0.5B-Instruct", args=CromeRewardConfig("out"), train_dataset=dataset
+    ... )
+    >>> trainer.train()
+    ```
+
+    Args:
+        model, data_collator, train_dataset, eval_dataset, processing_class, **kwargs:
+            As in [`~trl.RewardTrainer`]. The default collator is [`CromeDataCollator`].
+        args ([`CromeRewardConfig`], *optional*):
+            Configuration for this trainer. If `None`, a default configuration is used.
+    """
+
+    _tag_names = ["trl", "reward-trainer", "crome"]
+    _name = "Crome Reward"
+    _paper = {
+        "title": "Robust Reward Modeling via Causal Rubrics",
+        "id": "2506.16507",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @inproceedings{srivastava2026crome,
+                title        = {{Robust Reward Modeling via Causal Rubrics}},
+                author       = {Pragya Srivastava and Harman Singh and Rahul Madhavan and Gandharv Patil and Sravanti Addepalli and Arun Suggala and Rengarajan Aravamudhan and Soumya Sharma and Anirban Laha and Aravindan Raghuveer and Karthikeyan Shanmugam and Doina Precup},
+                year         = 2026,
+                booktitle    = {The Fourteenth International Conference on Learning Representations, {ICLR} 2026},
+                eprint       = {arXiv:2506.16507},
+            }"""),
+    }
+
+    def __init__(
+        self,
+        model,
+        args: CromeRewardConfig | None = None,
+        data_collator=None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset=None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            model_name = model if isinstance(model, str) else model.config._name_or_path
+            args = CromeRewardConfig(f"{model_name.split('/')[-1]}-Crome-Reward")
+        elif not isinstance(args, CromeRewardConfig):
+            # A plain `RewardConfig` keeps working: lift it into a `CromeRewardConfig` with the default lambda.
+            args = CromeRewardConfig(
+                **{k: v for k, v in args.to_dict().items() if k in CromeRewardConfig.__dataclass_fields__}
+            )
+        # Grows while datasets are prepared (parent's __init__), so it holds every kind of train and eval data.
+        self.kind_names: list[str] = list(DEFAULT_KINDS)
+        self._pair_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        if data_collator is None:
+            self.data_collator = CromeDataCollator(
+                pad_token_id=self.processing_class.pad_token_id, pad_to_multiple_of=self.args.pad_to_multiple_of
+            )
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        dataset, kinds = validate_preference_dataset(dataset, dataset_name)
+        self.kind_names += [kind for kind in kinds if kind not in self.kind_names]
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        columns = get_dataset_column_names(dataset)
+        if KIND_COLUMN in columns and KIND_ID_COLUMN not in columns:
+            kind_ids = {name: index for index, name in enumerate(self.kind_names)}
+            dataset = dataset.map(_add_kind_id, fn_kwargs={"kind_ids": kind_ids})
+        return dataset
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", TIE_COLUMN, KIND_ID_COLUMN]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        tie = inputs.pop(TIE_COLUMN, None)
+        kind_id = inputs.pop(KIND_ID_COLUMN, None)
+        margin = inputs.pop("margin", None)
+        inputs["use_cache"] = False
+        outputs = model(**inputs)
+        rewards_chosen, rewards_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+        delta = rewards_chosen - rewards_rejected
+        per_pair = composite_loss(delta, tie, margin, self.args.tie_loss_weight)
+        loss = per_pair.mean()
+        if self.args.center_rewards_coefficient is not None:
+            loss += self.args.center_rewards_coefficient * torch.mean((rewards_chosen + rewards_rejected) ** 2)
+
+        if tie is None:
+            tie = torch.zeros_like(delta, dtype=torch.bool)
+        if kind_id is None:
+            kind_id = torch.where(tie, DEFAULT_KINDS.index(KIND_NEUTRAL), DEFAULT_KINDS.index(KIND_ORIGINAL))
+        self._record_metrics(mode, inputs["attention_mask"], outputs.logits, delta, per_pair, tie, kind_id)
+        return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def _record_metrics(self, mode, attention_mask, rewards, delta, per_pair, tie, kind_id) -> None:
+        if mode == "train":
+            num_tokens_in_batch = self.accelerator.gather_for_metrics(attention_mask.sum()).sum().item()
+            self._total_train_tokens += num_tokens_in_batch // self._tp_size
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        all_rewards = self.accelerator.gather(rewards)
+        self._metrics[mode]["min_reward"].append(all_rewards.min().item())
+        self._metrics[mode]["mean_reward"].append(all_rewards.mean().item())
+        self._metrics[mode]["max_reward"].append(all_rewards.max().item())
+        # Per-pair values from every process: ratios are then exact, not means of per-process means.
+        stats = torch.stack([delta.float(), per_pair.float(), tie.float(), kind_id.float()], dim=1)
+        self._pair_stats[mode].append(self.accelerator.gather_for_metrics(stats).cpu())
+
+    def _pair_metrics(self, mode: str) -> dict[str, float]:
+        if not self._pair_stats[mode]:
+            return {}
+        delta, per_pair, tie, kind_id = torch.cat(self._pair_stats.pop(mode)).unbind(dim=1)
+        tie, kind_id = tie.bool(), kind_id.long()
+        metrics = {}
+        if (~tie).any():
+            metrics["accuracy"] = (delta[~tie] > 0).float().mean().item()
+            metrics["margin"] = delta[~tie].mean().item()
+        if tie.any():
+            metrics["tie_abs_margin"] = delta[tie].abs().mean().item()
+        for index in kind_id.unique().tolist():
+            of_kind = kind_id == index
+            metrics[f"loss/{self.kind_names[index]}"] = per_pair[of_kind].mean().item()
+            metrics[f"count/{self.kind_names[index]}"] = of_kind.sum().item()
+        return metrics
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        logs.update({f"{prefix}{key}": value for key, value in self._pair_metrics(mode).items()})
+        super().log(logs, start_time)
