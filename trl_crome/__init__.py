@@ -29,12 +29,12 @@ _LAZY = {
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
-if TYPE_CHECKING:
-    from .data import CromeDataError, validate_preference_dataset
-    from .models import smollm2_path
-    from .trainer.config import CromeRewardConfig
-    from .trainer.losses import composite_loss
-    from .trainer.reward_trainer import CromeDataCollator, CromeRewardTrainer
+if TYPE_CHECKING:  # for type checkers and IDEs; the names resolve lazily at run time
+    from .data import CromeDataError, validate_preference_dataset  # noqa: F401
+    from .models import smollm2_path  # noqa: F401
+    from .trainer.config import CromeRewardConfig  # noqa: F401
+    from .trainer.losses import composite_loss  # noqa: F401
+    from .trainer.reward_trainer import CromeDataCollator, CromeRewardTrainer  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -84,8 +84,9 @@ class CromeRewardTrainer(RewardTrainer):
     Args:
         model, data_collator, train_dataset, eval_dataset, processing_class, **kwargs:
             As in [`~trl.RewardTrainer`]. The default collator is [`CromeDataCollator`].
-        args ([`CromeRewardConfig`], *optional*):
-            Configuration for this trainer. If `None`, a default configuration is used.
+        args ([`CromeRewardConfig`] or [`~trl.RewardConfig`], *optional*):
+            Configuration for this trainer. If `None`, a default configuration is used. A plain `RewardConfig` trains
+            with the default `tie_loss_weight`.
     """
 
     _tag_names = ["trl", "reward-trainer", "crome"]
@@ -97,7 +98,7 @@ class CromeRewardTrainer(RewardTrainer):
         "citation": textwrap.dedent("""\
             @inproceedings{srivastava2026crome,
                 title        = {{Robust Reward Modeling via Causal Rubrics}},
-                author       = {Pragya Srivastava and Harman Singh and Rahul Madhavan and Gandharv Patil and Sravanti Addepalli and Arun Suggala and Rengarajan Aravamudhan and Soumya Sharma and Anirban Laha and Aravindan Raghuveer and Karthikeyan Shanmugam and Doina Precup},
+                author       = {Pragya Srivastava and Harman Singh and Rahul Madhavan and others},
                 year         = 2026,
                 booktitle    = {The Fourteenth International Conference on Learning Representations, {ICLR} 2026},
                 eprint       = {arXiv:2506.16507},
@@ -162,7 +163,9 @@ class CromeRewardTrainer(RewardTrainer):
         outputs = model(**inputs)
         rewards_chosen, rewards_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
         delta = rewards_chosen - rewards_rejected
-        per_pair = composite_loss(delta, tie, margin, self.args.tie_loss_weight)
+        # A plain `RewardConfig` keeps working (drop-in): it trains with the default lambda.
+        tie_loss_weight = getattr(self.args, "tie_loss_weight", CromeRewardConfig.tie_loss_weight)
+        per_pair = composite_loss(delta, tie, margin, tie_loss_weight)
         loss = per_pair.mean()
         if self.args.center_rewards_coefficient is not None:
             loss += self.args.center_rewards_coefficient * torch.mean((rewards_chosen + rewards_rejected) ** 2)
