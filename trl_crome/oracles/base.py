@@ -7,14 +7,24 @@ reports the tokens it spent. Caching, resuming and cost accounting are built on 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from tqdm.auto import tqdm
+
+
+class OracleFatalError(RuntimeError):
+    """A failure that no retry or other row can fix (a rejected API key, an unknown model): the run must stop.
+
+    Per-row failures never raise; they come back as [`OracleResponse.error`].
+    """
 
 
 @dataclass(frozen=True)
@@ -58,10 +68,22 @@ class OracleRequest:
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
+    def parse(self, text: str | None) -> dict[str, Any] | None:
+        """Validates `text` against `schema`; returns the JSON as a dict, or `None` when it does not validate."""
+        if self.schema is None or text is None:
+            return None
+        try:
+            return self.schema.model_validate_json(text).model_dump(mode="json")
+        except ValidationError:
+            return None
+
 
 @dataclass
 class Usage:
-    """Tokens and calls spent; adds up with `+`."""
+    """Tokens and calls spent; adds up with `+`.
+
+    `calls` counts the requests sent to the backend, retries included (a 429 then a success is 2 calls).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -75,36 +97,86 @@ class Usage:
         )
 
 
+# Reasons that a later run may not meet again: they are retried on resume, never cached.
+TRANSIENT_ERRORS = frozenset({"timeout", "connection", "http_408", "http_429", "batch_failed"})
+
+
+def is_transient_error(error: str | None) -> bool:
+    """Whether a failure reason is transient (timeouts, rate limits, 5xx): worth retrying later, not caching."""
+    return error is not None and (error in TRANSIENT_ERRORS or error.startswith("http_5"))
+
+
 @dataclass
 class OracleResponse:
     """What an oracle returned for one request.
 
     `error` is `None` on success, otherwise a short machine-readable reason (`"safety"`, `"malformed"`,
     `"truncated"`, `"http_<status>"`, `"timeout"`, ...) used to count rejects per reason.
+
+    A response served from a cache spends nothing (`usage` is zero) and keeps what the original call spent in
+    `cached_usage`, so that a resumed run can still report the total cost of its data.
     """
 
     text: str | None = None
     parsed: dict[str, Any] | None = None
     usage: Usage = field(default_factory=Usage)
     error: str | None = None
+    cached_usage: Usage | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def from_cache(self) -> bool:
+        return self.cached_usage is not None
+
+    @property
+    def transient(self) -> bool:
+        """True for failures a later attempt may not meet (see [`is_transient_error`])."""
+        return is_transient_error(self.error)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OracleResponse:
-        return cls(text=data["text"], parsed=data["parsed"], usage=Usage(**data["usage"]), error=data["error"])
+        cached = data.get("cached_usage")
+        return cls(
+            text=data["text"],
+            parsed=data["parsed"],
+            usage=Usage(**data["usage"]),
+            error=data["error"],
+            cached_usage=Usage(**cached) if cached is not None else None,
+        )
+
+
+@dataclass
+class OracleStats:
+    """Running totals of one oracle object: what it answered, what it spent and what its cache saved."""
+
+    responses: int = 0
+    cache_hits: int = 0
+    usage: Usage = field(default_factory=Usage)
+    saved_usage: Usage = field(default_factory=Usage)
+    errors: Counter = field(default_factory=Counter)
+
+    def record(self, response: OracleResponse) -> None:
+        self.responses += 1
+        self.usage += response.usage
+        if response.cached_usage is not None:
+            self.cache_hits += 1
+            self.saved_usage += response.cached_usage
+        if response.error is not None:
+            self.errors[response.error] += 1
 
 
 class Oracle(ABC):
     """Base class of every LLM backend.
 
-    Subclasses implement [`~Oracle.agenerate`] for a single request. [`~Oracle.generate`] runs many requests with at
-    most `max_concurrency` in flight and returns the responses in request order.
+    Subclasses implement [`~Oracle.agenerate`] for a single request; a backend that answers many requests at once
+    (local batched generation, a batch API) also overrides [`~Oracle._astream`]. [`~Oracle.generate`] runs many
+    requests with at most `max_concurrency` in flight and returns the responses in request order.
 
     Class attributes:
         input_price_per_million / output_price_per_million (`float`):
@@ -115,28 +187,90 @@ class Oracle(ABC):
     output_price_per_million: float = 0.0
 
     def __init__(self, model: str, max_concurrency: int = 8):
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.model = model
         self.max_concurrency = max_concurrency
+        self.stats = OracleStats()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, max_concurrency={self.max_concurrency})"
 
     @abstractmethod
     async def agenerate(self, request: OracleRequest) -> OracleResponse:
         """Answer one request. Must not raise for per-request failures: return a response with `error` set."""
 
-    async def agenerate_many(self, requests: Sequence[OracleRequest]) -> list[OracleResponse]:
-        semaphore = asyncio.Semaphore(self.max_concurrency)
+    async def _astream(self, requests: Sequence[OracleRequest]) -> AsyncIterator[tuple[int, OracleResponse]]:
+        """Yields `(index, response)` as each answer arrives, `max_concurrency` requests in flight."""
+        queue: asyncio.Queue = asyncio.Queue()
+        pending = iter(enumerate(requests))  # shared by the workers: each request is taken exactly once
 
-        async def one(request: OracleRequest) -> OracleResponse:
-            async with semaphore:
-                return await self.agenerate(request)
+        async def worker() -> None:
+            try:
+                for index, request in pending:
+                    await queue.put((index, await self.agenerate(request)))
+            except Exception as error:  # a fatal error: hand it to the consumer, which re-raises it
+                await queue.put(error)
 
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(requests)))]
+        try:
+            for _ in range(len(requests)):
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
 
-    def generate(self, requests: Sequence[OracleRequest]) -> list[OracleResponse]:
-        """Synchronous entry point: answers `requests` in order."""
-        return asyncio.run(self.agenerate_many(requests))
+    async def astream(self, requests: Sequence[OracleRequest]) -> AsyncIterator[tuple[int, OracleResponse]]:
+        """Yields `(index, response)` for every request as soon as its answer arrives (not in request order).
+
+        This is what lets a cache store each answer the moment it exists, so that a killed run loses nothing.
+        """
+        async for index, response in self._astream(requests):
+            self.stats.record(response)
+            yield index, response
+
+    async def agenerate_many(self, requests: Sequence[OracleRequest], progress: bool = True) -> list[OracleResponse]:
+        """Answers `requests` and returns the responses in request order, with a progress bar."""
+        responses: list[OracleResponse | None] = [None] * len(requests)
+        with tqdm(total=len(requests), desc=f"oracle {self.model}", unit="req", disable=not progress) as bar:
+            async for index, response in self.astream(requests):
+                responses[index] = response
+                bar.update()
+        return responses  # type: ignore[return-value]
+
+    def generate(self, requests: Sequence[OracleRequest], progress: bool = True) -> list[OracleResponse]:
+        """Synchronous entry point: answers `requests` in order (also from code already inside an event loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.agenerate_many(requests, progress=progress))
+        # A running loop (a notebook, an async caller): run on a fresh loop in a helper thread.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self.agenerate_many(requests, progress=progress)).result()
 
     def cost(self, usage: Usage) -> float:
         """Estimated USD for `usage` at this oracle's prices."""
         return (
             usage.input_tokens * self.input_price_per_million + usage.output_tokens * self.output_price_per_million
         ) / 1e6
+
+    def summary(self) -> dict[str, Any]:
+        """Totals so far, ready to log: responses, cache hits, calls, tokens, cost, errors per reason."""
+        stats = self.stats
+        return {
+            "model": self.model,
+            "responses": stats.responses,
+            "cache_hits": stats.cache_hits,
+            "calls": stats.usage.calls,
+            "input_tokens": stats.usage.input_tokens,
+            "output_tokens": stats.usage.output_tokens,
+            "cost_usd": self.cost(stats.usage),
+            "cached_input_tokens": stats.saved_usage.input_tokens,
+            "cached_output_tokens": stats.saved_usage.output_tokens,
+            "cached_cost_usd": self.cost(stats.saved_usage),
+            "errors": dict(stats.errors),
+        }
