@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,15 @@ from trl import RewardTrainer
 from trl.data_utils import get_dataset_column_names
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
-from ..data import DEFAULT_KINDS, KIND_COLUMN, KIND_NEUTRAL, KIND_ORIGINAL, TIE_COLUMN, validate_preference_dataset
+from ..data import (
+    DEFAULT_KINDS,
+    KIND_COLUMN,
+    KIND_NEUTRAL,
+    KIND_ORIGINAL,
+    TIE_COLUMN,
+    default_kind,
+    validate_preference_dataset,
+)
 from .config import CromeRewardConfig
 from .losses import composite_loss
 
@@ -126,6 +135,10 @@ class CromeRewardTrainer(RewardTrainer):
         # Grows while datasets are prepared (parent's __init__), so it holds every kind of train and eval data.
         self.kind_names: list[str] = list(DEFAULT_KINDS)
         self._pair_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.train_kind_counts: dict[str, int] = {}
+        # Extra model-card sections (title -> markdown), e.g. the augmentation settings and evaluation results that a
+        # recipe adds before saving; see `create_model_card`.
+        self.model_card_sections: dict[str, str] = {}
         super().__init__(
             model=model,
             args=args,
@@ -148,7 +161,17 @@ class CromeRewardTrainer(RewardTrainer):
         if KIND_COLUMN in columns and KIND_ID_COLUMN not in columns:
             kind_ids = {name: index for index, name in enumerate(self.kind_names)}
             dataset = dataset.map(_add_kind_id, fn_kwargs={"kind_ids": kind_ids})
+            columns.append(KIND_ID_COLUMN)
+        if dataset_name == "train" and isinstance(dataset, Dataset):
+            self.train_kind_counts = self._count_kinds(dataset, columns)
         return dataset
+
+    def _count_kinds(self, dataset: Dataset, columns: list[str]) -> dict[str, int]:
+        if KIND_ID_COLUMN in columns:
+            return dict(Counter(self.kind_names[index] for index in dataset[KIND_ID_COLUMN]))
+        if TIE_COLUMN in columns:
+            return dict(Counter(default_kind(tie) for tie in dataset[TIE_COLUMN]))
+        return {KIND_ORIGINAL: len(dataset)}
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
@@ -213,3 +236,38 @@ class CromeRewardTrainer(RewardTrainer):
         prefix = "eval_" if mode == "eval" else ""
         logs.update({f"{prefix}{key}": value for key, value in self._pair_metrics(mode).items()})
         super().log(logs, start_time)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+    ):
+        """TRL's model card, plus a Crome section: the loss settings, the training pairs per kind, and the sections in
+        `self.model_card_sections` (augmentation settings, evaluation results, ...)."""
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if not self.is_world_process_zero():
+            return
+        path = os.path.join(self.args.output_dir, "README.md")
+        with open(path, encoding="utf-8") as f:
+            card = f.read()
+        card = card.replace("## Citations", self._crome_card_section() + "\n## Citations", 1)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(card)
+
+    def _crome_card_section(self) -> str:
+        tie_loss_weight = getattr(self.args, "tie_loss_weight", CromeRewardConfig.tie_loss_weight)
+        lines = [
+            "## Crome training",
+            "",
+            "Trained with Crome's composite loss: `-log sigmoid(d)` on preference pairs and "
+            f"`lambda * -(log sigmoid(d) + log sigmoid(-d)) / 2` on neutral (tie) pairs, lambda = {tie_loss_weight}.",
+            "",
+            "| kind | training pairs |",
+            "|---|---|",
+            *(f"| {kind} | {count} |" for kind, count in self.train_kind_counts.items()),
+            "",
+        ]
+        for title, body in self.model_card_sections.items():
+            lines += [f"### {title}", "", body.strip(), ""]
+        return "\n".join(lines)
