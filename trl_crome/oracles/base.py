@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import json
+import random
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -149,6 +150,39 @@ class OracleResponse:
             error=data["error"],
             cached_usage=Usage(**cached) if cached is not None else None,
         )
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with jitter for transient failures (timeouts, 429, 5xx).
+
+    Args:
+        max_retries (`int`):
+            Retries after the first attempt; a request makes at most `max_retries + 1` calls.
+        backoff_base (`float`):
+            Seconds before the first retry; doubles with each retry.
+        backoff_max (`float`):
+            Cap on one wait.
+    """
+
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number `attempt + 1`; a server's `Retry-After` wins (with a little jitter)."""
+        if retry_after is not None:
+            return retry_after * random.uniform(1.0, 1.1)
+        # "Full jitter" over the upper half: clients that failed together do not retry together.
+        return min(self.backoff_max, self.backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header given in seconds (the HTTP-date form is rare for APIs: ignored)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 @dataclass
