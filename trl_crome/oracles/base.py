@@ -70,13 +70,31 @@ class OracleRequest:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def parse(self, text: str | None) -> dict[str, Any] | None:
-        """Validates `text` against `schema`; returns the JSON as a dict, or `None` when it does not validate."""
+        """Validates `text` against `schema`: the whole text, else its first JSON object (models often wrap JSON in
+        prose or a code fence). Returns the JSON as a dict, or `None` when nothing validates."""
         if self.schema is None or text is None:
             return None
+        for candidate in (text, first_json_object(text)):
+            if candidate is None:
+                continue
+            try:
+                return self.schema.model_validate_json(candidate).model_dump(mode="json")
+            except ValidationError:
+                pass
+        return None
+
+
+def first_json_object(text: str) -> str | None:
+    """The first `{...}` in `text` that parses as JSON, or `None`."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start != -1:
         try:
-            return self.schema.model_validate_json(text).model_dump(mode="json")
-        except ValidationError:
-            return None
+            _, end = decoder.raw_decode(text, start)
+            return text[start:end]
+        except ValueError:
+            start = text.find("{", start + 1)
+    return None
 
 
 @dataclass
