@@ -127,11 +127,6 @@ class CromeRewardTrainer(RewardTrainer):
         if args is None:
             model_name = model if isinstance(model, str) else model.config._name_or_path
             args = CromeRewardConfig(f"{model_name.split('/')[-1]}-Crome-Reward")
-        elif not isinstance(args, CromeRewardConfig):
-            # A plain `RewardConfig` keeps working: lift it into a `CromeRewardConfig` with the default lambda.
-            args = CromeRewardConfig(
-                **{k: v for k, v in args.to_dict().items() if k in CromeRewardConfig.__dataclass_fields__}
-            )
         # Grows while datasets are prepared (parent's __init__), so it holds every kind of train and eval data.
         self.kind_names: list[str] = list(DEFAULT_KINDS)
         self._pair_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -152,6 +147,11 @@ class CromeRewardTrainer(RewardTrainer):
             self.data_collator = CromeDataCollator(
                 pad_token_id=self.processing_class.pad_token_id, pad_to_multiple_of=self.args.pad_to_multiple_of
             )
+
+    @property
+    def tie_loss_weight(self) -> float:
+        # A plain `RewardConfig` keeps working (drop-in): it trains with the default lambda.
+        return getattr(self.args, "tie_loss_weight", CromeRewardConfig.tie_loss_weight)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         dataset, kinds = validate_preference_dataset(dataset, dataset_name)
@@ -186,9 +186,7 @@ class CromeRewardTrainer(RewardTrainer):
         outputs = model(**inputs)
         rewards_chosen, rewards_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
         delta = rewards_chosen - rewards_rejected
-        # A plain `RewardConfig` keeps working (drop-in): it trains with the default lambda.
-        tie_loss_weight = getattr(self.args, "tie_loss_weight", CromeRewardConfig.tie_loss_weight)
-        per_pair = composite_loss(delta, tie, margin, tie_loss_weight)
+        per_pair = composite_loss(delta, tie, margin, self.tie_loss_weight)
         loss = per_pair.mean()
         if self.args.center_rewards_coefficient is not None:
             loss += self.args.center_rewards_coefficient * torch.mean((rewards_chosen + rewards_rejected) ** 2)
@@ -256,12 +254,12 @@ class CromeRewardTrainer(RewardTrainer):
             f.write(card)
 
     def _crome_card_section(self) -> str:
-        tie_loss_weight = getattr(self.args, "tie_loss_weight", CromeRewardConfig.tie_loss_weight)
         lines = [
             "## Crome training",
             "",
             "Trained with Crome's composite loss: `-log sigmoid(d)` on preference pairs and "
-            f"`lambda * -(log sigmoid(d) + log sigmoid(-d)) / 2` on neutral (tie) pairs, lambda = {tie_loss_weight}.",
+            "`lambda * -(log sigmoid(d) + log sigmoid(-d)) / 2` on neutral (tie) pairs, "
+            f"lambda = {self.tie_loss_weight}.",
             "",
             "| kind | training pairs |",
             "|---|---|",

@@ -1,0 +1,85 @@
+"""Bad rows fail at dataset preparation with an error that names the row index and the field."""
+
+import pytest
+from datasets import Dataset
+
+from tests.helpers import tiny_reward_model
+from tests.trainer.common import tiny_args
+from trl_crome import CromeDataError, CromeRewardTrainer, validate_preference_dataset
+
+GOOD = {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven.", "tie": False, "kind": "original"}
+
+
+def rows_with(index: int, **changes) -> list[dict]:
+    rows = [dict(GOOD) for _ in range(5)]
+    rows[index].update(changes)
+    return rows
+
+
+@pytest.mark.parametrize(
+    "rows, row, field, message",
+    [
+        (rows_with(3, chosen=""), 3, "chosen", "is empty"),
+        (rows_with(1, rejected="   \n"), 1, "rejected", "is empty"),
+        (rows_with(2, tie=None), 2, "tie", "must be a bool"),
+        ([{**GOOD, "tie": i % 2} for i in range(5)], 0, "tie", "got int 0"),
+        ([{**GOOD, "tie": "yes"} for i in range(5)], 0, "tie", "got str 'yes'"),
+        (rows_with(4, kind=""), 4, "kind", "non-empty string"),
+        ([{**GOOD, "chosen": i} for i in range(5)], 0, "chosen", "expected a string or a list of"),
+        ([{**GOOD, "margin": "big" if i == 1 else "0"} for i in range(5)], 0, "margin", "must be a number"),
+    ],
+)
+def test_bad_standard_rows(rows, row, field, message):
+    with pytest.raises(CromeDataError, match=message) as error:
+        validate_preference_dataset(Dataset.from_list(rows), "train")
+    assert (error.value.row, error.value.field) == (row, field)
+    assert f"row {row}, field '{field}'" in str(error.value)
+
+
+def test_missing_column_is_named():
+    with pytest.raises(CromeDataError, match="field 'rejected': missing column") as error:
+        validate_preference_dataset(Dataset.from_list([{"prompt": "p", "chosen": "c"}]), "eval")
+    assert error.value.row is None and str(error.value).startswith("eval dataset")
+
+
+def test_bad_conversational_rows():
+    def turn(text):
+        return [{"role": "assistant", "content": text}]
+
+    rows = [{"prompt": [{"role": "user", "content": "Hi"}], "chosen": turn("Hello!"), "rejected": turn("Go.")}] * 3
+    rows = [dict(r) for r in rows]
+    rows[2]["rejected"] = turn("")
+    with pytest.raises(CromeDataError, match="row 2, field 'rejected': is empty"):
+        validate_preference_dataset(Dataset.from_list(rows))
+    rows = [{**row, "rejected": turn("Go."), "prompt": "a plain-text prompt"} for row in rows]
+    with pytest.raises(CromeDataError, match="row 0, field 'prompt': expected a list of messages like the answers"):
+        validate_preference_dataset(Dataset.from_list(rows))
+
+
+def test_bad_pretokenized_row():
+    data = Dataset.from_dict({"chosen_ids": [[1, 2], [3]], "rejected_ids": [[4], []]})
+    with pytest.raises(CromeDataError, match="row 1, field 'rejected_ids': is empty"):
+        validate_preference_dataset(data)
+
+
+def test_the_trainer_raises_at_construction_before_tokenizing(tmp_path, tokenizer):
+    with pytest.raises(CromeDataError, match="train dataset, row 3, field 'chosen'"):
+        CromeRewardTrainer(
+            tiny_reward_model(tokenizer),
+            args=tiny_args(tmp_path),
+            train_dataset=Dataset.from_list(rows_with(3, chosen="")),
+            processing_class=tokenizer,
+        )
+    with pytest.raises(CromeDataError, match="eval dataset, row 0, field 'tie'"):
+        CromeRewardTrainer(
+            tiny_reward_model(tokenizer),
+            args=tiny_args(tmp_path),
+            train_dataset=Dataset.from_list(rows_with(0)),
+            eval_dataset=Dataset.from_list([{**GOOD, "tie": 1}]),
+            processing_class=tokenizer,
+        )
+
+
+def test_defaults_for_rows_without_tie_or_kind():
+    data = Dataset.from_list([{**GOOD, "tie": i == 1} for i in range(3)]).remove_columns("kind")
+    assert validate_preference_dataset(data)[1] == ["original", "neutral"]
