@@ -1,0 +1,64 @@
+"""Markdown tables and PNG charts for evaluation reports (matplotlib with the file-only Agg backend)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # write files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_chart(
+    labels: Sequence[str], values: Sequence[float], path: str | os.PathLike, title: str, ylabel: str
+) -> None:
+    """A labelled vertical bar chart saved to `path`."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(labels) + 2), 4))
+    bars = ax.bar(range(len(labels)), values, color="#4C72B0")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 6 else 0, ha="right")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def line_chart(
+    x: Sequence[float],
+    series: dict[str, Sequence[float]],
+    path: str | os.PathLike,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    log2_x: bool = True,
+) -> None:
+    """One line per series over `x` (log2 axis by default, for N = 1, 2, 4, 8 ...), saved to `path`."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, values in series.items():
+        ax.plot(x, values, marker="o", label=name)
+    if log2_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(list(x), [str(v) for v in x])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
