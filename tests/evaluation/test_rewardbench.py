@@ -50,7 +50,7 @@ def test_section_scores_follow_the_official_example_count_weighting():
     assert scores == pytest.approx({"Chat": chat, "Chat Hard": chat_hard, "Safety": safety, "Reasoning": reasoning})
     # math-prm's up-weighting: math and the six code subsets weigh the same.
     assert reasoning == pytest.approx(
-        0.5 * acc["math-prm"] + 0.5 * sum(acc[f"hep-{l}"] for l in "cpp go java js python rust".split()) / 6
+        0.5 * acc["math-prm"] + 0.5 * sum(acc[f"hep-{lang}"] for lang in "cpp go java js python rust".split()) / 6
     )
 
 
