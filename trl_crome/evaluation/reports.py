@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
+from typing import Any
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN float replaced by `None` (JSON has no NaN; "not measured" reads as null)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

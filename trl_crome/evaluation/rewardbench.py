@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .pair_scoring import as_pair_scorer, compare_pairs
-from .reports import bar_chart, markdown_table
+from .reports import bar_chart, json_safe, markdown_table
 
 REWARDBENCH_HUB_ID = "allenai/reward-bench"
 REWARDBENCH_SPLIT = "filtered"
@@ -185,7 +185,7 @@ class RewardBenchResult:
         """Write `rewardbench.json`, `rewardbench.md`, `rewardbench_sections.png` and `rewardbench_pairs.jsonl`."""
         output = Path(output_dir)
         output.mkdir(parents=True, exist_ok=True)
-        (output / "rewardbench.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        (output / "rewardbench.json").write_text(json.dumps(json_safe(self.to_dict()), indent=2) + "\n")
         (output / "rewardbench.md").write_text(self.to_markdown())
         with open(output / "rewardbench_pairs.jsonl", "w") as handle:
             for pair in self.pairs:
