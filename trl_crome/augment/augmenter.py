@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from datasets import Dataset
 
@@ -16,11 +17,14 @@ from ..models import default_cache_dir
 from ..oracles.base import Oracle
 from ..oracles.cache import CachedOracle
 from .counterfactuals import REWRITE_TEMPLATES, CounterfactualValidator, causal_pairs, rewrite_tasks
-from .filtering import Baseline, as_baseline, filter_pairs
+from .filtering import as_baseline, filter_pairs
 from .neutrals import neutral_pairs
 from .pairs import CromePair, SourceRow, Turns, pairs_to_dataset, prompt_key, read_source_rows, turn_features
 from .rubrics import DEFAULT_FALLBACK_ATTRIBUTES, CausalAttribute, resolve_rubrics, rubric_request
 from .summary import AugmentationSummary, ask_oracle, counts
+
+if TYPE_CHECKING:
+    from .filtering import Baseline
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +246,7 @@ class CromeAugmenter:
         """Augment `dataset` (TRL preference format) and return the Crome pairs, in a deterministic order: per source
         row, the original pair, its causal pairs, then the neutral pairs made from them."""
         config, started = self.config, time.perf_counter()
-        summary = self.summary = AugmentationSummary()
+        summary = self.summary = AugmentationSummary(oracle=self.oracle.model)
         if config.max_rows is not None and config.max_rows < len(dataset):
             dataset = dataset.select(range(config.max_rows))
         rows = read_source_rows(dataset)

@@ -13,18 +13,20 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data import KIND_ORIGINAL
 from .pairs import CromePair, Turns
 
 # (prompts, answers_a, answers_b) -> one margin r_a - r_b per pair.
 BaselineFn = Callable[[list[Turns], list[Turns], list[Turns]], Sequence[float]]
-Baseline = str | os.PathLike | tuple[PreTrainedModel, PreTrainedTokenizerBase] | BaselineFn
+
+if TYPE_CHECKING:  # torch and transformers load only when a baseline model is used: an LLM-only run needs neither
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    Baseline = str | os.PathLike | tuple[PreTrainedModel, PreTrainedTokenizerBase] | BaselineFn
 
 
 class RewardModelBaseline:
@@ -64,6 +66,8 @@ class RewardModelBaseline:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> RewardModelBaseline:
         """Load a reward model and its tokenizer from a local folder or a Hub name."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
         return cls(model, AutoTokenizer.from_pretrained(path), **kwargs)
 
@@ -77,9 +81,10 @@ class RewardModelBaseline:
             ids = self.tokenizer.apply_chat_template(prompt + answer, tokenize=True, return_dict=True)["input_ids"]
         return ids[-self.max_length :]
 
-    @torch.inference_mode()
     def rewards(self, prompts: Sequence[Turns], answers: Sequence[Turns]) -> list[float]:
         """The reward of each `(prompt, answer)`."""
+        import torch
+
         sequences = [self._token_ids(prompt, answer) for prompt, answer in zip(prompts, answers, strict=True)]
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
         device = next(self.model.parameters()).device
@@ -88,7 +93,8 @@ class RewardModelBaseline:
         for start in tqdm(starts, desc="Filtering: baseline rewards", unit="batch", disable=not self.show_progress):
             batch = order[start : start + self.batch_size]
             inputs = self.tokenizer.pad({"input_ids": [sequences[i] for i in batch]}, return_tensors="pt").to(device)
-            scores = self.model(**inputs).logits[:, 0].float().tolist()
+            with torch.inference_mode():
+                scores = self.model(**inputs).logits[:, 0].float().tolist()
             for index, score in zip(batch, scores):
                 rewards[index] = score
         return rewards
@@ -108,14 +114,16 @@ class RewardModelBaseline:
         return [scores[unique[keys[i]]] - scores[unique[keys[n + i]]] for i in range(n)]
 
 
-def as_baseline(baseline: Baseline, batch_size: int = 16, max_length: int = 1024, show_progress: bool = True):
+def as_baseline(
+    baseline: Baseline, batch_size: int = 16, max_length: int = 1024, show_progress: bool = True
+) -> BaselineFn:
     """Turn a model path, a `(model, tokenizer)` pair or a margin callable into a margin callable."""
     kwargs = dict(batch_size=batch_size, max_length=max_length, show_progress=show_progress)
     if isinstance(baseline, str | os.PathLike):
         return RewardModelBaseline.from_pretrained(baseline, **kwargs)
     if isinstance(baseline, tuple) and len(baseline) == 2:
         return RewardModelBaseline(baseline[0], baseline[1], **kwargs)
-    if isinstance(baseline, PreTrainedModel):
+    if hasattr(baseline, "config") and hasattr(baseline, "parameters"):  # a model alone: it is callable, but not so
         raise TypeError("Pass a baseline model together with its tokenizer: baseline=(model, tokenizer).")
     if callable(baseline):
         return baseline

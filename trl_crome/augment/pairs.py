@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from datasets import Dataset, Features, Value
-from trl.data_utils import extract_prompt
 
 from ..data import KIND_ORIGINAL, CromeDataError, validate_preference_dataset
 
@@ -106,6 +105,8 @@ def read_source_rows(dataset: Dataset) -> list[SourceRow]:
     for index in range(len(dataset)):
         example = {column: data[column][index] for column in columns}
         if "prompt" not in example:
+            from trl.data_utils import extract_prompt  # imported here: trl is slow to import and rarely needed
+
             example = extract_prompt(example)
         for field in ("prompt", "chosen", "rejected"):
             value = example[field]

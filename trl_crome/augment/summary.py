@@ -20,6 +20,8 @@ class AugmentationSummary:
     """Totals of one [`~trl_crome.CromeAugmenter`] run.
 
     Args:
+        oracle (`str`):
+            The oracle model's name.
         input_rows (`int`):
             Rows read from the input dataset (after `max_rows`).
         pairs (`dict[str, int]`):
@@ -48,6 +50,7 @@ class AugmentationSummary:
             Wall-clock duration of the run.
     """
 
+    oracle: str = ""
     input_rows: int = 0
     pairs: dict[str, int] = field(default_factory=dict)
     rejects: dict[str, int] = field(default_factory=dict)
@@ -83,7 +86,7 @@ class AugmentationSummary:
 
     def to_table(self) -> str:
         """A plain-text table for the terminal."""
-        rows = [("input rows", f"{self.input_rows:,}")]
+        rows = [("oracle", self.oracle), ("input rows", f"{self.input_rows:,}")]
         rows += [(f"pairs: {kind}", f"{count:,}") for kind, count in self.pairs.items()]
         rows.append(("pairs: total", f"{sum(self.pairs.values()):,}"))
         rows += [(f"rejected rewrites: {reason}", f"{count:,}") for reason, count in sorted(self.rejects.items())]

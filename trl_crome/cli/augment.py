@@ -1,0 +1,182 @@
+"""`trl-crome augment`: turn a preference dataset into Crome training data with an oracle LLM.
+
+Rerunning the same command after a crash, `kill -9` or Ctrl-C resumes: every answered oracle call is cached in the
+run's state folder and is not paid for again. API keys are read from the environment only (`GEMINI_API_KEY` /
+`GOOGLE_API_KEY`, `OPENAI_API_KEY`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+JSON_SUFFIXES = (".jsonl", ".json")
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+SUMMARY_NAME = "augmentation_summary.json"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "augment",
+        help="Write Crome's causal and neutral pairs for a preference dataset with an oracle LLM.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset",
+        required=True,
+        help="A local .jsonl / .json / .parquet / .csv file (optionally compressed), a folder saved with "
+        "`save_to_disk`, or a Hugging Face Hub dataset name. Columns: prompt (optional), chosen, rejected.",
+    )
+    data.add_argument("--split", default="train", help="Split of a Hub dataset (default: train).")
+    data.add_argument(
+        "--output",
+        required=True,
+        help="A folder (written with `save_to_disk`) or a .jsonl / .json file (JSON lines). The summary is saved "
+        "beside it; the resume state goes to the folder itself, or to <file>.state/ for a file.",
+    )
+    data.add_argument("--max-rows", type=int, help="Only augment the first N rows.")
+
+    oracle = parser.add_argument_group("oracle")
+    oracle.add_argument("--oracle", required=True, choices=("gemini", "openai", "transformers"))
+    oracle.add_argument("--model", help="Model name, or a local path for transformers (default: the backend default).")
+    oracle.add_argument("--base-url", help="Server URL: any OpenAI-compatible server, or a Gemini API endpoint.")
+    oracle.add_argument("--batch", action="store_true", help="Use the Gemini Batch API (half price, slower).")
+    oracle.add_argument("--max-concurrency", type=int, help="Oracle requests in flight at once.")
+    oracle.add_argument("--cache-dir", help="Oracle cache folder (default: <state folder>/oracle_cache).")
+
+    steps = parser.add_argument_group("pipeline")
+    steps.add_argument("--no-rubrics", action="store_true", help="Skip rubric calls; use the fallback attributes.")
+    steps.add_argument("--max-attributes", type=int, default=2, help="Most causal attributes per prompt.")
+    steps.add_argument("--attributes-per-example", type=int, default=2, help="Attributes rewritten per example.")
+    steps.add_argument(
+        "--directions", nargs="+", default=["degrade", "upgrade"], choices=("degrade", "upgrade"), metavar="DIR"
+    )
+    steps.add_argument("--no-causal", action="store_true", help="Write no counterfactuals.")
+    steps.add_argument("--no-neutrals", action="store_true", help="Make no neutral (tie) pairs.")
+    steps.add_argument("--neutrals-per-original", type=int, default=1)
+    steps.add_argument("--neutrals-per-causal", type=int, default=1)
+    steps.add_argument("--min-length-ratio", type=float, default=0.5)
+    steps.add_argument("--max-length-ratio", type=float, default=2.0)
+    steps.add_argument("--length-tokenizer", help="Count lengths in tokens of this tokenizer instead of characters.")
+    steps.add_argument("--baseline", help="Baseline reward model (path or Hub name) for the uncertainty filter.")
+    steps.add_argument("--tau", type=float, default=0.2, help="Filter threshold (default 0.2).")
+    steps.add_argument("--seed", type=int, default=42)
+    steps.add_argument("--no-progress", action="store_true", help="Hide the progress bars.")
+    parser.set_defaults(func=run)
+
+
+def load_input(name: str, split: str):
+    """A dataset from a local file, a `save_to_disk` folder, or the Hub."""
+    from datasets import load_dataset, load_from_disk
+
+    path = Path(name)
+    if path.is_dir():
+        return load_from_disk(str(path))
+    if path.is_file():
+        suffixes = [s for s in path.suffixes if s not in COMPRESSION_SUFFIXES]
+        builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(
+            suffixes[-1] if suffixes else ""
+        )
+        if builder is None:
+            raise ValueError(f"Cannot read {path}: expected a .jsonl, .json, .parquet or .csv file.")
+        return load_dataset(builder, data_files=str(path), split="train")
+    return load_dataset(name, split=split)
+
+
+def output_paths(output: str) -> tuple[Path, Path, Path]:
+    """`(output, state folder, summary file)` for a folder or a JSON lines file."""
+    path = Path(output)
+    if path.suffix in JSON_SUFFIXES:
+        return path, path.with_name(path.name + ".state"), path.with_name(f"{path.stem}.summary.json")
+    return path, path, path / SUMMARY_NAME
+
+
+def build_oracle(args: argparse.Namespace, state_dir: Path):
+    from ..oracles import make_oracle
+
+    kwargs = {}
+    if args.max_concurrency is not None:
+        kwargs["max_concurrency"] = args.max_concurrency
+    if args.oracle == "gemini":
+        if args.base_url:
+            kwargs["http_options"] = {"base_url": args.base_url}
+        if args.batch:
+            kwargs.update(batch=True, state_dir=str(state_dir / "batch_jobs"))
+    elif args.batch:
+        raise ValueError("--batch is only available with --oracle gemini.")
+    if args.oracle == "openai":
+        if not (args.base_url and args.model):
+            raise ValueError("--oracle openai needs --base-url and --model.")
+        kwargs["base_url"] = args.base_url
+    elif args.oracle == "transformers":
+        if args.base_url:
+            raise ValueError("--base-url does not apply to --oracle transformers (a local model).")
+        kwargs.pop("max_concurrency", None)
+    return make_oracle(args.oracle, args.model, **kwargs)
+
+
+def save_output(dataset, path: Path) -> None:
+    """Write the dataset atomically: a killed run never leaves a half-written output behind."""
+    temp = path.with_name(f".{path.name}.tmp")
+    if path.suffix in JSON_SUFFIXES:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dataset.to_json(str(temp), lines=True, force_ascii=False)
+        os.replace(temp, path)
+    else:
+        dataset.save_to_disk(str(path))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..augment import CromeAugmenter, CromeAugmenterConfig
+    from ..data import CromeDataError
+    from ..oracles import OracleFatalError
+
+    output, state_dir, summary_path = output_paths(args.output)
+    try:
+        config = CromeAugmenterConfig(
+            identify_rubrics=not args.no_rubrics,
+            max_attributes=args.max_attributes,
+            causal_augmentation=not args.no_causal,
+            directions=args.directions,
+            attributes_per_example=args.attributes_per_example,
+            min_length_ratio=args.min_length_ratio,
+            max_length_ratio=args.max_length_ratio,
+            length_tokenizer=args.length_tokenizer,
+            neutral_augmentation=not args.no_neutrals,
+            neutrals_per_original=args.neutrals_per_original,
+            neutrals_per_causal=args.neutrals_per_causal,
+            seed=args.seed,
+            filter_augmented=args.baseline is not None,
+            filter_tau=args.tau,
+            output_dir=str(state_dir),
+            cache_dir=args.cache_dir,
+            max_rows=args.max_rows,
+            show_progress=not args.no_progress,
+        )
+        oracle = build_oracle(args, state_dir)
+        dataset = load_input(args.dataset, args.split)
+    except ValueError as error:  # bad settings, a missing API key, an unreadable input file
+        print(f"trl-crome augment: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        augmenter = CromeAugmenter(oracle, config, baseline=args.baseline)
+        dataset = augmenter(dataset)
+    except (CromeDataError, OracleFatalError) as error:
+        print(f"trl-crome augment: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted. Answered oracle calls are kept in {config.resolved_cache_dir()}: rerun the same command "
+            "to resume without paying for them again.",
+            file=sys.stderr,
+        )
+        return 130
+    save_output(dataset, output)
+    augmenter.summary.save(summary_path)
+    print(augmenter.summary.to_table())
+    print(f"Saved {len(dataset):,} pairs to {output} and the summary to {summary_path}.")
+    return 0
