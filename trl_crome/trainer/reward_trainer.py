@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
+from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardTrainer
 from trl.data_utils import get_dataset_column_names
 from trl.trainer.reward_trainer import DataCollatorForPreference
@@ -24,8 +25,10 @@ from ..data import (
     default_kind,
     validate_preference_dataset,
 )
+from ..packing import packed_rewards, uses_flash_attention
 from .config import CromeRewardConfig
 from .losses import composite_loss
+from .packing import DataCollatorForPaddingFreePreference
 
 KIND_ID_COLUMN = "kind_id"
 
@@ -41,17 +44,36 @@ class CromeDataCollator(DataCollatorForPreference):
     """
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        output = super().torch_call(examples)
-        ties = [bool(example.get(TIE_COLUMN, False)) for example in examples]
-        output[TIE_COLUMN] = torch.tensor(ties, dtype=torch.bool)
-        default_ids = [DEFAULT_KINDS.index(KIND_NEUTRAL if tie else KIND_ORIGINAL) for tie in ties]
-        kind_ids = [example.get(KIND_ID_COLUMN, default) for example, default in zip(examples, default_ids)]
-        output[KIND_ID_COLUMN] = torch.tensor(kind_ids, dtype=torch.long)
-        return output
+        return _add_pair_labels(super().torch_call(examples), examples)
+
+
+@dataclass
+class CromePaddingFreeDataCollator(DataCollatorForPaddingFreePreference):
+    """
+    [`~trl_crome.trainer.packing.DataCollatorForPaddingFreePreference`] (the collator of `padding_free=True`) that also
+    returns `"tie"` and `"kind_id"`, as [`CromeDataCollator`] does.
+    """
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        return _add_pair_labels(super().torch_call(examples), examples)
+
+
+def _add_pair_labels(output: dict[str, Any], examples: list[dict[str, Any]]) -> dict[str, Any]:
+    ties = [bool(example.get(TIE_COLUMN, False)) for example in examples]
+    output[TIE_COLUMN] = torch.tensor(ties, dtype=torch.bool)
+    default_ids = [DEFAULT_KINDS.index(KIND_NEUTRAL if tie else KIND_ORIGINAL) for tie in ties]
+    kind_ids = [example.get(KIND_ID_COLUMN, default) for example, default in zip(examples, default_ids)]
+    output[KIND_ID_COLUMN] = torch.tensor(kind_ids, dtype=torch.long)
+    return output
 
 
 def _add_kind_id(example: dict[str, Any], kind_ids: dict[str, int]) -> dict[str, int]:
     return {KIND_ID_COLUMN: kind_ids[example[KIND_COLUMN]]}
+
+
+def _add_length(example: dict[str, Any], length_column: str) -> dict[str, int]:
+    # The longer answer sets the padded length of the pair's rows.
+    return {length_column: max(len(example["chosen_ids"]), len(example["rejected_ids"]))}
 
 
 class CromeRewardTrainer(RewardTrainer):
@@ -143,7 +165,14 @@ class CromeRewardTrainer(RewardTrainer):
             processing_class=processing_class,
             **kwargs,
         )
-        if data_collator is None:
+        if data_collator is None and getattr(self.args, "padding_free", False):
+            self.data_collator = CromePaddingFreeDataCollator(
+                pad_token_id=self.processing_class.pad_token_id,
+                max_tokens=self.args.packing_max_tokens,
+                one_row=uses_flash_attention(self.model),
+                pad_to_multiple_of=self.args.pad_to_multiple_of,
+            )
+        elif data_collator is None:
             self.data_collator = CromeDataCollator(
                 pad_token_id=self.processing_class.pad_token_id, pad_to_multiple_of=self.args.pad_to_multiple_of
             )
@@ -164,6 +193,10 @@ class CromeRewardTrainer(RewardTrainer):
             columns.append(KIND_ID_COLUMN)
         if dataset_name == "train" and isinstance(dataset, Dataset):
             self.train_kind_counts = self._count_kinds(dataset, columns)
+            # transformers' length-grouped samplers read a length column; TRL's datasets have none.
+            length_column = args.length_column_name
+            if args.train_sampling_strategy in ("group_by_length", "batch_rebalance") and length_column not in columns:
+                dataset = dataset.map(_add_length, fn_kwargs={"length_column": length_column})
         return dataset
 
     def _count_kinds(self, dataset: Dataset, columns: list[str]) -> dict[str, int]:
@@ -175,16 +208,22 @@ class CromeRewardTrainer(RewardTrainer):
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", TIE_COLUMN, KIND_ID_COLUMN]
+            self._signature_columns = [
+                "chosen_ids",
+                "rejected_ids",
+                "margin",
+                TIE_COLUMN,
+                KIND_ID_COLUMN,
+                self.args.length_column_name,  # for the length-grouped samplers; the collators ignore it
+            ]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         tie = inputs.pop(TIE_COLUMN, None)
         kind_id = inputs.pop(KIND_ID_COLUMN, None)
         margin = inputs.pop("margin", None)
-        inputs["use_cache"] = False
-        outputs = model(**inputs)
-        rewards_chosen, rewards_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+        rewards, outputs, num_tokens = self._forward_rewards(model, inputs)
+        rewards_chosen, rewards_rejected = torch.chunk(rewards.squeeze(-1), chunks=2)
         delta = rewards_chosen - rewards_rejected
         per_pair = composite_loss(delta, tie, margin, self.tie_loss_weight)
         loss = per_pair.mean()
@@ -195,13 +234,25 @@ class CromeRewardTrainer(RewardTrainer):
             tie = torch.zeros_like(delta, dtype=torch.bool)
         if kind_id is None:
             kind_id = torch.where(tie, DEFAULT_KINDS.index(KIND_NEUTRAL), DEFAULT_KINDS.index(KIND_ORIGINAL))
-        self._record_metrics(mode, inputs["attention_mask"], outputs.logits, delta, per_pair, tie, kind_id)
+        self._record_metrics(mode, num_tokens, rewards, delta, per_pair, tie, kind_id)
         return (loss, outputs) if return_outputs else loss
 
+    def _forward_rewards(self, model, inputs) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """The rewards of a batch's sequences, shape `(2 * num_pairs, num_labels)`, chosen first; the model's output
+        (its `logits` are the rewards); and the number of real (non-padding) tokens. Padded batches go through the
+        model as in TRL; packed ones (from [`CromePaddingFreeDataCollator`]) through
+        [`~trl_crome.packing.packed_rewards`], which takes each sequence's reward at its own last token."""
+        if "pooled_index" in inputs:
+            rewards = packed_rewards(model, inputs)
+            return rewards, SequenceClassifierOutput(logits=rewards), inputs["seq_lengths"].sum()
+        inputs["use_cache"] = False
+        outputs = model(**inputs)
+        return outputs.logits, outputs, inputs["attention_mask"].sum()
+
     @torch.no_grad()
-    def _record_metrics(self, mode, attention_mask, rewards, delta, per_pair, tie, kind_id) -> None:
+    def _record_metrics(self, mode, num_tokens, rewards, delta, per_pair, tie, kind_id) -> None:
         if mode == "train":
-            num_tokens_in_batch = self.accelerator.gather_for_metrics(attention_mask.sum()).sum().item()
+            num_tokens_in_batch = self.accelerator.gather_for_metrics(num_tokens).sum().item()
             self._total_train_tokens += num_tokens_in_batch // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         all_rewards = self.accelerator.gather(rewards)
