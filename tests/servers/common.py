@@ -180,6 +180,7 @@ class FakeLLMServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real APIs: clients reuse their connections
+            disable_nagle_algorithm = True  # headers and body leave at once (no 40 ms delayed-ACK stall)
 
             def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

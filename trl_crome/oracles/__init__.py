@@ -14,6 +14,7 @@ from .base import (
     OracleRequest,
     OracleResponse,
     OracleStats,
+    RetryPolicy,
     Usage,
     is_transient_error,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "OracleRequest",
     "OracleResponse",
     "OracleStats",
+    "RetryPolicy",
     "Usage",
     "is_transient_error",
     "TransformersOracle",

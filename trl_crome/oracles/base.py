@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import json
 import random
@@ -57,7 +58,7 @@ class OracleRequest:
 
     def cache_key(self, model: str) -> str:
         """A stable hash of everything that determines the answer: the oracle model, the template and the input."""
-        schema = self.schema.model_json_schema() if self.schema is not None else None
+        schema = _schema_json(self.schema) if self.schema is not None else None
         payload = {
             "model": model,
             "template": self.template,
@@ -82,6 +83,12 @@ class OracleRequest:
             except ValidationError:
                 pass
         return None
+
+
+@functools.cache
+def _schema_json(schema: type[BaseModel]) -> str:
+    # Building a JSON schema is slow next to hashing: done once per schema class, not once per request.
+    return json.dumps(schema.model_json_schema(), sort_keys=True)
 
 
 def first_json_object(text: str) -> str | None:

@@ -12,6 +12,7 @@ API key is neither part of a key nor of a stored entry.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -133,7 +134,9 @@ class CachedOracle(Oracle):
         async for position, response in self.oracle.astream([requests[misses[key][0]] for key in keys]):
             key = keys[position]
             first, *duplicates = misses[key]
-            self._store(requests[first], key, response)
+            # Stored before it is handed on, in a thread: creating a file is slow next to an HTTP answer, and the
+            # event loop must keep the other requests moving meanwhile.
+            await asyncio.to_thread(self._store, requests[first], key, response)
             yield first, response
             for index in duplicates:  # the same request again in this batch: served like a cache hit
                 yield index, _as_hit(response)

@@ -136,6 +136,7 @@ class GeminiOracle(Oracle):
         discount = self.BATCH_DISCOUNT if batch else 1.0
         self.input_price_per_million = input_price * discount
         self.output_price_per_million = output_price * discount
+        self._ssl_context = None
         # One client per event loop: an async HTTP connection pool cannot outlive the loop that opened it.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, genai.Client] = weakref.WeakKeyDictionary()
 
@@ -146,9 +147,19 @@ class GeminiOracle(Oracle):
     def _client(self) -> genai.Client:
         loop = asyncio.get_running_loop()
         if loop not in self._clients:
-            self._clients[loop] = genai.Client(
-                api_key=self._api_key.get_secret_value(), http_options=self._http_options
-            )
+            options = self._http_options
+            if options.httpx_async_client is None:
+                # Loading the CA store costs ~0.1 s of CPU: once per oracle, not once per client (one per loop).
+                if self._ssl_context is None:
+                    self._ssl_context = httpx.create_ssl_context()
+                limits = httpx.Limits(max_connections=max(100, self.max_concurrency))
+                options = options.model_copy(
+                    update={
+                        "httpx_client": options.httpx_client or httpx.Client(verify=self._ssl_context),
+                        "httpx_async_client": httpx.AsyncClient(verify=self._ssl_context, limits=limits),
+                    }
+                )
+            self._clients[loop] = genai.Client(api_key=self._api_key.get_secret_value(), http_options=options)
         return self._clients[loop]
 
     def _redact(self, text: str) -> str:
