@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import signal
+import time
 from collections import Counter
 
 from pydantic import BaseModel
@@ -130,3 +133,21 @@ def test_cache_entries_hold_no_prompt_secrets_or_usage_of_hits(tmp_path):
     assert entry["model"] == "counting-1" and entry["template"] == "test@1"
     assert entry["response"]["usage"] == {"input_tokens": 5, "output_tokens": 3, "calls": 1}
     assert entry["response"]["cached_usage"] is None
+
+
+def test_kill_9_mid_writes_leaves_only_whole_entries(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    writer = context.Process(target=_write_many, args=(str(tmp_path), 0, 100_000))
+    writer.start()
+    cache = OracleCache(tmp_path)
+    deadline = time.monotonic() + 60
+    while len(cache) < 20 and time.monotonic() < deadline:  # killed in the middle of its writes
+        time.sleep(0.05)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join(10)
+    assert writer.exitcode == -signal.SIGKILL
+    entries = list(tmp_path.glob("*/*.json"))
+    assert len(entries) >= 20
+    for path in entries:  # every entry that exists is whole; a half-written one can only be a temporary file
+        key = path.stem
+        assert cache.get(key).text.endswith('"}')

@@ -261,8 +261,12 @@ class GeminiOracle(Oracle):
         jobs = [asyncio.create_task(self._run_batch_job(requests, chunk)) for chunk in chunks]
         try:
             for finished in asyncio.as_completed(jobs):
-                for item in await finished:
+                state_path, rows = await finished
+                for item in rows:
                     yield item
+                # Only now, when every answer has been handed on (and stored by a cache): a run killed earlier
+                # resumes this job rather than paying for it again.
+                state_path.unlink(missing_ok=True)
         finally:
             for job in jobs:
                 job.cancel()
@@ -275,8 +279,8 @@ class GeminiOracle(Oracle):
 
     async def _run_batch_job(
         self, requests: Sequence[OracleRequest], indices: range
-    ) -> list[tuple[int, OracleResponse]]:
-        """Submits (or resumes) one batch job, polls it to the end and returns its rows' responses."""
+    ) -> tuple[Path, list[tuple[int, OracleResponse]]]:
+        """Submits (or resumes) one batch job, polls it to the end; returns its state file and its rows' responses."""
         client = self._client()
         keys = [requests[i].cache_key(self.model) for i in indices]
         state_path = self._state_path(keys)
@@ -315,7 +319,7 @@ class GeminiOracle(Oracle):
                 "Batch job %s ended in %s: its %d requests are reported as batch_failed", name, state, len(keys)
             )
             state_path.unlink(missing_ok=True)  # the next run submits them again
-            return [(i, OracleResponse(usage=Usage(calls=1), error="batch_failed")) for i in indices]
+            return state_path, [(i, OracleResponse(usage=Usage(calls=1), error="batch_failed")) for i in indices]
         rows = job.dest.inlined_responses
         by_key = {row.metadata["key"]: row for row in rows if row.metadata and "key" in row.metadata}
         results = []
@@ -331,8 +335,7 @@ class GeminiOracle(Oracle):
                 )
             else:
                 results.append((index, self._to_response(requests[index], row.response, usage)))
-        state_path.unlink(missing_ok=True)
-        return results
+        return state_path, results
 
     async def _call_with_retries(self, method, **kwargs):
         """A Batch API call (create / get), retried like online calls; raises when retries run out."""
