@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
@@ -151,3 +152,13 @@ def test_kill_9_mid_writes_leaves_only_whole_entries(tmp_path):
     for path in entries:  # every entry that exists is whole; a half-written one can only be a temporary file
         key = path.stem
         assert cache.get(key).text.endswith('"}')
+
+
+def test_single_request_agenerate_is_cached_and_counted(tmp_path):
+    inner = CountingOracle()
+    oracle = CachedOracle(inner, tmp_path)
+    first = asyncio.run(oracle.agenerate(requests_for("solo")[0]))
+    second = asyncio.run(oracle.agenerate(requests_for("solo")[0]))
+    assert first.parsed == second.parsed == {"label": "SOLO"} and second.from_cache
+    assert inner.calls == Counter({"solo": 1})
+    assert oracle.stats.responses == 2 and oracle.stats.cache_hits == 1

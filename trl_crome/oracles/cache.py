@@ -110,7 +110,7 @@ class CachedOracle(Oracle):
         return self.oracle.cost(usage)
 
     async def agenerate(self, request: OracleRequest) -> OracleResponse:
-        async for _, response in self._astream([request]):
+        async for _, response in self.astream([request]):
             return response
         raise AssertionError("unreachable: one request gives one response")
 
