@@ -124,7 +124,7 @@ class Usage:
 
 
 # Reasons that a later run may not meet again: they are retried on resume, never cached.
-TRANSIENT_ERRORS = frozenset({"timeout", "connection", "http_408", "http_429", "batch_failed"})
+TRANSIENT_ERRORS = frozenset({"timeout", "connection", "bad_response", "http_408", "http_429", "batch_failed"})
 
 
 def is_transient_error(error: str | None) -> bool:

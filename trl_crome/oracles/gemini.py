@@ -181,7 +181,8 @@ class GeminiOracle(Oracle):
     def _api_error_reason(self, error: errors.APIError) -> str:
         """The reason of a failed call, or raises for failures that no retry or other row can fix."""
         message = self._redact(f"{error.code} {error.status}: {error.message}")
-        if error.code in (401, 403, 404) or "API_KEY_INVALID" in str(error.details) or "API key" in message:
+        rejected_key = error.code == 400 and ("API_KEY_INVALID" in str(error.details) or "API key" in message)
+        if error.code in (401, 403, 404) or rejected_key:
             raise OracleFatalError(f"Gemini rejected the request for model {self.model!r}: {message}") from None
         return f"http_{error.code}"
 
@@ -196,7 +197,7 @@ class GeminiOracle(Oracle):
         if not response.candidates:
             return OracleResponse(usage=usage, error="empty")
         candidate = response.candidates[0]
-        finish = candidate.finish_reason.value if candidate.finish_reason is not None else "STOP"
+        finish = getattr(candidate.finish_reason, "value", candidate.finish_reason) or "STOP"
         parts = candidate.content.parts if candidate.content is not None and candidate.content.parts else []
         text = "".join(part.text for part in parts if part.text and not part.thought)
         if finish in SAFETY_FINISH_REASONS:

@@ -130,6 +130,16 @@ class OpenAICompatibleOracle(Oracle):
         parsed = request.parse(text)
         return OracleResponse(text=text, parsed=parsed, usage=usage, error=None if parsed is not None else "malformed")
 
+    def _raise_if_fatal(self, answer: httpx.Response) -> None:
+        """A rejected key, a forbidden or unknown model: no retry and no other row can fix it."""
+        if answer.status_code in (401, 403, 404):
+            detail = answer.text[:200]
+            if self._api_key is not None:
+                detail = detail.replace(self._api_key.get_secret_value(), "***")
+            raise OracleFatalError(
+                f"{self.base_url} rejected the request for model {self.model!r}: HTTP {answer.status_code} {detail}"
+            )
+
     async def agenerate(self, request: OracleRequest) -> OracleResponse:
         usage = Usage()
         retries = malformed = 0
@@ -146,25 +156,22 @@ class OpenAICompatibleOracle(Oracle):
                 reason = "connection"
             else:
                 if answer.status_code == 200:
-                    response = self._to_response(request, answer.json(), usage)
-                    if response.error != "malformed" or malformed >= self.malformed_retries:
-                        return response
-                    malformed += 1
-                    continue
-                if answer.status_code in (401, 403, 404):
-                    detail = answer.text[:200]
-                    if self._api_key is not None:
-                        detail = detail.replace(self._api_key.get_secret_value(), "***")
-                    raise OracleFatalError(
-                        f"{self.base_url} rejected the request for model {self.model!r}: HTTP {answer.status_code} "
-                        f"{detail}"
-                    )
-                if answer.status_code == 400 and "response_format" in body:
+                    data = _json_or_none(answer)
+                    if data is not None:
+                        response = self._to_response(request, data, usage)
+                        if response.error != "malformed" or malformed >= self.malformed_retries:
+                            return response
+                        malformed += 1
+                        continue
+                    reason = "bad_response"  # a proxy's error page or a cut body: worth another try
+                elif answer.status_code == 400 and "response_format" in body:
                     logger.warning("%s rejected response_format; reading JSON from the answer text", self.base_url)
                     self.json_schema_supported = False
                     continue
-                reason = f"http_{answer.status_code}"
-                retry_after = parse_retry_after(answer.headers.get("retry-after"))
+                else:
+                    self._raise_if_fatal(answer)
+                    reason = f"http_{answer.status_code}"
+                    retry_after = parse_retry_after(answer.headers.get("retry-after"))
             if not is_transient_error(reason) or retries >= self.retry.max_retries:
                 return OracleResponse(usage=usage, error=reason)
             delay = self.retry.delay(retries, retry_after)
@@ -173,3 +180,11 @@ class OpenAICompatibleOracle(Oracle):
                 "%s from %s; retry %d/%d in %.1f s", reason, self.base_url, retries, self.retry.max_retries, delay
             )
             await asyncio.sleep(delay)
+
+
+def _json_or_none(answer: httpx.Response) -> dict[str, Any] | None:
+    try:
+        data = answer.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
