@@ -186,7 +186,9 @@ class GeminiOracle(Oracle):
             raise OracleFatalError(f"Gemini rejected the request for model {self.model!r}: {message}") from None
         return f"http_{error.code}"
 
-    def _to_response(self, request: OracleRequest, response: types.GenerateContentResponse, usage: Usage):
+    def _to_response(
+        self, request: OracleRequest, response: types.GenerateContentResponse, usage: Usage
+    ) -> OracleResponse:
         """An [`OracleResponse`] from a GenerateContentResponse (online or a batch row); adds its tokens to `usage`."""
         metadata = response.usage_metadata
         if metadata is not None:
