@@ -119,7 +119,7 @@ class GeminiOracle(Oracle):
         if not api_key:
             raise ValueError(f"No Gemini API key: pass `api_key=` or set {' or '.join(API_KEY_ENV_VARS)}.")
         self._api_key = SecretStr(api_key)
-        options = types.HttpOptions.model_validate(http_options or {})
+        options = types.HttpOptions.model_validate(http_options or {}).model_copy()  # never edit the caller's
         if options.timeout is None:
             options.timeout = int(timeout * 1000)  # google-genai counts milliseconds
         self._http_options = options
