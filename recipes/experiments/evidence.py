@@ -1,0 +1,267 @@
+"""The evidence experiment, end to end: `python -m recipes.experiments.evidence [--output-dir DIR]`.
+
+Builds the closing-sentence task from UltraFeedback (see `closing_task.py`), plants a flattering opener on the chosen
+answer of 90% of the training pairs, builds the vanilla, RRM-style and Crome training sets (plus the Crome ablations),
+trains a reward head on the frozen real SmolLM2-135M-Instruct for each set and seed with the same budget, and
+evaluates on the in-distribution test set (90% correlation), the reversed one (10%) and a slice of the robustness
+transformations. Writes `results.json`, `table.md` and the plot to `--output-dir` (and the plot to `--plot`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from trl_crome.evaluation.transforms import apply_transform
+
+from .closing_oracle import ClosingSentenceOracle
+from .closing_task import (
+    BasePair,
+    PlantedPair,
+    base_pairs,
+    has_opener,
+    labels_right,
+    opener_rate,
+    plant_opener,
+    satisfies,
+)
+from .reward_head import FeatureStore, pair_accuracy, pair_matrices, train_head
+from .training_sets import crome_set, rrm_set, vanilla_set
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+# Transformations that keep the task's ground truth (checked pair by pair): two on the prompt, two on the answers.
+TRANSFORMS = ("add_quotes", "ignore_above", "char_swap", "markdown_add")
+# (name, training set, tie_loss_weight)
+RUNS = (
+    ("vanilla", "vanilla", 1.0),
+    ("RRM-style", "rrm", 1.0),
+    ("Crome", "crome", 1.0),
+    ("Crome, no neutrals", "crome_no_neutrals", 1.0),
+    ("Crome, no causal pairs", "crome_no_causal", 1.0),
+    ("Crome, lambda 0", "crome", 0.0),
+    ("Crome, lambda 2", "crome", 2.0),
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=DATA, help="The shared data folder (UltraFeedback inside).")
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs/evidence"))
+    parser.add_argument("--plot", type=Path, default=Path("docs/evidence.png"), help="Where to save the plot.")
+    parser.add_argument("--train-pairs", type=int, default=96)
+    parser.add_argument("--test-pairs", type=int, default=80)
+    parser.add_argument("--transform-pairs", type=int, default=30, help="Reversed test pairs per transformation.")
+    parser.add_argument("--rate", type=float, default=0.9, help="Opener-on-chosen rate in training and ID test.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--subsample", type=float, default=0.8, help="Fraction of source rows each seed trains on.")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--max-length", type=int, default=72, help="Tokens kept per sequence (the last ones).")
+    parser.add_argument("--local-oracle-pairs", type=int, default=16, help="Pairs augmented by SmolLM2 (0: skip).")
+    parser.add_argument("--local-max-new-tokens", type=int, default=96)
+    return parser.parse_args(argv)
+
+
+def split_pairs(data_dir: Path, train: int, test: int) -> tuple[list[BasePair], list[BasePair]]:
+    """Training base pairs from UltraFeedback's train file; test pairs from its remaining rows and its test file."""
+    pool = base_pairs(data_dir / "ultrafeedback" / "train.jsonl", train + test)
+    held_out = pool[train:] + base_pairs(data_dir / "ultrafeedback" / "test.jsonl", test)
+    if len(pool) < train or len(held_out) < test:
+        raise ValueError(f"UltraFeedback gives {len(pool)} usable rows: ask for fewer --train-pairs / --test-pairs")
+    return pool[:train], held_out[:test]
+
+
+def transformed_sets(pairs: list[PlantedPair], count: int) -> dict[str, list[dict]]:
+    """Each transformation applied to the first `count` pairs; pairs whose ground truth it changed are dropped."""
+    out = {}
+    for name in TRANSFORMS:
+        rows = [apply_transform(name, pair.to_dict()) for pair in pairs[:count]]
+        out[name] = [row for row in rows if labels_right(row)]
+    return out
+
+
+def local_oracle_rows(args, train: list[PlantedPair]) -> tuple[list[dict], dict]:
+    """Crome rows from the local SmolLM2 oracle on the first pairs, and what its rewrites are worth by the checker."""
+    from trl_crome.oracles.local import TransformersOracle
+
+    subset = train[: args.local_oracle_pairs]
+    oracle = TransformersOracle(max_new_tokens=args.local_max_new_tokens)
+    rows, augmenter = crome_set(subset, oracle, args.output_dir / "local_oracle_cache", show_progress=True)
+    causal = [r for r in rows if r["kind"] == "causal"]
+    report = {
+        "pairs": len(subset),
+        "rewrites_requested": 2 * len(subset),
+        "causal_pairs_kept": len(causal),
+        "causal_pairs_right_by_checker": sum(labels_right(r) for r in causal),
+        "causal_pairs_opener_kept": sum(has_opener(r["chosen"]) == has_opener(r["rejected"]) for r in causal),
+        "summary": augmenter.summary.to_dict() if hasattr(augmenter.summary, "to_dict") else str(augmenter.summary),
+    }
+    return rows, report
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    train_base, test_base = split_pairs(args.data_dir, args.train_pairs, args.test_pairs)
+    train = plant_opener(train_base, args.rate, seed=0)
+    tests = {"in-distribution": plant_opener(test_base, args.rate, seed=1)}
+    tests["reversed"] = plant_opener(test_base, 1 - args.rate, seed=1)
+    transformed = transformed_sets(tests["reversed"], args.transform_pairs)
+
+    oracle = ClosingSentenceOracle()
+    cache = args.output_dir / "oracle_cache"
+    crome, augmenter = crome_set(train, oracle, cache)
+    sets = {
+        "vanilla": vanilla_set(train),
+        "rrm": rrm_set(train),
+        "crome": crome,
+        "crome_no_neutrals": crome_set(train, oracle, cache, neutrals=False)[0],
+        "crome_no_causal": crome_set(train, oracle, cache, causal=False)[0],
+    }
+    local_report = None
+    if args.local_oracle_pairs:
+        local_rows, local_report = local_oracle_rows(args, train)
+        subset_rows = {p.row for p in train[: args.local_oracle_pairs]}
+        augmented = [r for r in crome if r["kind"] != "original" and r["source_row"] in subset_rows]
+        sets["crome_prog_subset"] = sets["vanilla"] + augmented
+        sets["crome_local_subset"] = sets["vanilla"] + [r for r in local_rows if r["kind"] != "original"]
+
+    ties = [r for r in crome if r["tie"]]
+    data_report = {
+        "train_pairs": len(train),
+        "test_pairs": len(test_base),
+        "opener_rate": {"train": opener_rate(train), **{k: opener_rate(v) for k, v in tests.items()}},
+        "set_sizes": {name: len(rows) for name, rows in sets.items()},
+        "transformed_pairs": {name: len(rows) for name, rows in transformed.items()},
+        "crome_summary": augmenter.summary.to_table(),
+        # An IQN tie is noisy when one answer happens to end with the sentence the borrowed prompt asks for.
+        "noisy_neutral_fraction": sum(
+            satisfies(r["prompt"], r["chosen"]) != satisfies(r["prompt"], r["rejected"]) for r in ties
+        )
+        / max(1, len(ties)),
+        "local_oracle": local_report,
+    }
+    print(json.dumps({k: v for k, v in data_report.items() if k != "crome_summary"}, indent=1))
+
+    store = FeatureStore(args.output_dir / "features.pt", _model_path(), max_length=args.max_length)
+    eval_rows = {name: [p.to_dict() for p in pairs] for name, pairs in tests.items()} | transformed
+    store.compute(
+        (row["prompt"], row[side])
+        for rows in [*sets.values(), *eval_rows.values()]
+        for row in rows
+        for side in ("chosen", "rejected")
+    )
+    features_done = time.perf_counter()
+    evals = {name: pair_matrices(store, rows) for name, rows in eval_rows.items()}
+
+    runs = list(RUNS) + (
+        [
+            ("Crome (programmatic), 16-pair subset", "crome_prog_subset", 1.0),
+            ("Crome (local SmolLM2), 16-pair subset", "crome_local_subset", 1.0),
+        ]
+        if args.local_oracle_pairs
+        else []
+    )
+    results = {}
+    rows_all = sorted({p.row for p in train})
+    for label, set_name, tie_weight in runs:
+        per_seed = []
+        for seed in args.seeds:
+            kept = set(random.Random(seed).sample(rows_all, round(args.subsample * len(rows_all))))
+            rows = [r for r in sets[set_name] if r["source_row"] in kept]
+            chosen, rejected = pair_matrices(store, rows)
+            tie = torch.tensor([r["tie"] for r in rows])
+            head = train_head(chosen, rejected, tie, tie_weight, args.steps, args.batch_size, args.learning_rate, seed)
+            per_seed.append({name: pair_accuracy(head, *matrices) for name, matrices in evals.items()})
+        results[label] = per_seed
+    trained = time.perf_counter()
+
+    table = summary_table(results)
+    timing = {
+        "features_s": features_done - started,
+        "training_s": trained - features_done,
+        "total_s": trained - started,
+        "sequences_truncated": store.truncated,
+    }
+    (args.output_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "data": data_report,
+                "results": results,
+                "timing": timing,
+            },
+            indent=1,
+        )
+    )
+    (args.output_dir / "table.md").write_text(table)
+    plot(results, args.plot)
+    print(table)
+    print(json.dumps(timing))
+    return 0
+
+
+def summary_table(results: dict[str, list[dict[str, float]]]) -> str:
+    lines = [
+        "| training set | in-distribution | reversed | gap (ID - reversed) | transformed (reversed) |",
+        "|---|---|---|---|---|",
+    ]
+    for label, per_seed in results.items():
+        ind, rev = (mean_std([100 * s[k] for s in per_seed]) for k in ("in-distribution", "reversed"))
+        gap = mean_std([100 * (s["in-distribution"] - s["reversed"]) for s in per_seed])
+        trans = mean_std([100 * statistics.mean(s[k] for k in TRANSFORMS) for s in per_seed])
+        cells = [f"{m:.1f} ± {sd:.1f}" for m, sd in (ind, rev, gap, trans)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, list[dict[str, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(results)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.38
+    for offset, (key, color) in enumerate((("in-distribution", "#4c72b0"), ("reversed", "#dd8452"))):
+        means = [100 * statistics.mean(s[key] for s in results[label]) for label in labels]
+        spreads = [
+            100 * statistics.stdev(s[key] for s in results[label]) if len(results[label]) > 1 else 0
+            for label in labels
+        ]
+        xs = [i + (offset - 0.5) * width for i in range(len(labels))]
+        ax.bar(xs, means, width, yerr=spreads, capsize=3, label=f"{key} test", color=color)
+    ax.axhline(50, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("pairwise accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Frozen SmolLM2-135M + trained reward head: opener on chosen in 90% (ID) vs 10% (reversed) of pairs")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _model_path() -> Path:
+    from trl_crome.models import smollm2_path
+
+    return smollm2_path()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,21 @@
+"""Crome reward model on Gemma-2-9B-IT: augment UltraFeedback with Gemini, train, evaluate on RewardBench, save.
+
+The default config (recipes/configs/gemma9b.yaml) is LoRA on one 80 GB GPU:
+
+    accelerate launch recipes/gemma9b.py
+
+The other variant is full fine-tuning with DeepSpeed ZeRO-3 on 8 x 80 GB:
+
+    accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero3.yaml recipes/gemma9b.py \\
+        --config recipes/configs/gemma9b_full.yaml
+
+Any field can be overridden on the command line, e.g. `--max_train_samples 2000 --learning_rate 5e-6`. The steps and
+every option are in docs/recipes.md; the pipeline itself is `trl_crome.cli.train`.
+"""
+
+from pathlib import Path
+
+from trl_crome.cli.train import main
+
+if __name__ == "__main__":
+    main(default_config=Path(__file__).resolve().parent / "configs" / "gemma9b.yaml")

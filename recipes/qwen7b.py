@@ -1,0 +1,21 @@
+"""Crome reward model on Qwen2.5-7B-Instruct: augment UltraFeedback with Gemini, train, evaluate on RewardBench, save.
+
+The default config (recipes/configs/qwen7b.yaml) is LoRA on one 80 GB GPU:
+
+    accelerate launch recipes/qwen7b.py
+
+The other variant is full fine-tuning with DeepSpeed ZeRO-3 (or FSDP2) on 8 x 80 GB:
+
+    accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero3.yaml recipes/qwen7b.py \\
+        --config recipes/configs/qwen7b_full.yaml
+
+Any field can be overridden on the command line, e.g. `--max_train_samples 2000 --learning_rate 5e-6`. The steps and
+every option are in docs/recipes.md; the pipeline itself is `trl_crome.cli.train`.
+"""
+
+from pathlib import Path
+
+from trl_crome.cli.train import main
+
+if __name__ == "__main__":
+    main(default_config=Path(__file__).resolve().parent / "configs" / "qwen7b.yaml")

@@ -1,0 +1,97 @@
+"""The recipe configs parse with TRL's TrlParser into the settings each model needs, every field can be overridden
+on the command line, and `trl-crome train` hands its options to that parser untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trl_crome.augment import CromeAugmenterConfig
+from trl_crome.cli import build_parser
+from trl_crome.cli.train import RECIPE_SET_AUGMENT_FIELDS, CromeScriptArguments, parse_recipe_args
+from trl_crome.trainer import CromeRewardConfig
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+MODEL_CONFIGS = {
+    "gemma9b.yaml": ("google/gemma-2-9b-it", "lora"),
+    "gemma9b_full.yaml": ("google/gemma-2-9b-it", "full"),
+    "qwen7b.yaml": ("Qwen/Qwen2.5-7B-Instruct", "lora"),
+    "qwen7b_full.yaml": ("Qwen/Qwen2.5-7B-Instruct", "full"),
+    "gemma2b.yaml": ("google/gemma-2-2b-it", "full"),
+    "gemma2b_lora.yaml": ("google/gemma-2-2b-it", "lora"),
+}
+# bf16 cannot be validated on a CPU-only machine; everything else is parsed as written.
+CPU = ["--bf16", "false"]
+
+
+def parse(config: str, *overrides: str):
+    return parse_recipe_args([*CPU, *overrides], default_config=RECIPES / "configs" / config)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+def test_model_config_settings(name):
+    script_args, training_args, model_args, augment_args = parse(name)
+    model, mode = MODEL_CONFIGS[name]
+    assert model_args.model_name_or_path == model
+    # Full fine-tuning on one GPU keeps fp32 weights (bf16 would round away its small updates); the rest load bf16.
+    assert model_args.dtype == ("float32" if name == "gemma2b.yaml" else "bfloat16")
+    assert isinstance(training_args, CromeRewardConfig) and training_args.tie_loss_weight == 1.0
+    # Gemma-2 soft-caps attention logits: sdpa would silently drop that, so these recipes use eager attention.
+    assert model_args.attn_implementation == ("eager" if "gemma" in name else "sdpa")
+    assert training_args.gradient_checkpointing is True
+    if mode == "lora":
+        assert model_args.use_peft and model_args.lora_task_type == "SEQ_CLS"  # trains and saves the score head
+        assert training_args.learning_rate == 1e-4
+    else:
+        assert not model_args.use_peft
+        assert 2e-6 <= training_args.learning_rate <= 1e-5  # a full fine-tune, not TRL's LoRA default
+    assert script_args.setting == "bt" and script_args.oracle == "gemini"
+    assert script_args.baseline_model == "train" and augment_args.filter_tau == 0.2
+    assert script_args.rewardbench == "hub"
+
+
+@pytest.mark.parametrize("script", ["gemma9b", "qwen7b", "gemma2b"])
+def test_each_recipe_script_has_its_default_config(script):
+    source = (RECIPES / f"{script}.py").read_text()
+    assert f'"configs" / "{script}.yaml"' in source
+    assert (RECIPES / "configs" / f"{script}.yaml").exists()
+
+
+def test_command_line_overrides_the_config():
+    script_args, training_args, model_args, augment_args = parse(
+        "qwen7b.yaml",
+        "--learning_rate", "3e-5",
+        "--filter_tau", "0.35",
+        "--directions", "degrade",
+        "--max_train_samples", "100",
+        "--model_name_or_path", "Qwen/Qwen2.5-0.5B-Instruct",
+        "--oracle_kwargs", '{"max_concurrency": 4}',
+        "--rewardbench", "none",
+        "--robustness_transforms", "none",
+    )  # fmt: skip
+    assert training_args.learning_rate == 3e-5
+    assert augment_args.filter_tau == 0.35 and augment_args.directions == ["degrade"]
+    assert script_args.max_train_samples == 100
+    assert model_args.model_name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert script_args.oracle_kwargs == {"max_concurrency": 4}
+    assert script_args.rewardbench is None and script_args.robustness_transforms == []
+    # The augmentation settings build a valid CromeAugmenterConfig.
+    config = CromeAugmenterConfig(**vars(augment_args))
+    assert config.filter_tau == 0.35
+
+
+def test_augment_arguments_mirror_the_augmenter_config():
+    _, _, _, augment_args = parse("gemma2b.yaml")
+    fields = set(CromeAugmenterConfig.__dataclass_fields__)
+    assert set(vars(augment_args)) == fields - set(RECIPE_SET_AUGMENT_FIELDS)
+
+
+def test_bad_setting_is_rejected():
+    with pytest.raises(ValueError, match="setting must be one of"):
+        CromeScriptArguments(setting="dpo")
+
+
+def test_train_subcommand_passes_every_option_through():
+    args = build_parser().parse_args(["train", "--config", "x.yaml", "--learning_rate", "1e-5", "--use_peft"])
+    assert args.recipe_args == ["--config", "x.yaml", "--learning_rate", "1e-5", "--use_peft"]
