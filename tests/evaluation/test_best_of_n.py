@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 import pytest
+import torch
 
 from tests.helpers import shared_data, tiny_reward_model
 from trl_crome.evaluation import (
@@ -16,6 +17,8 @@ from trl_crome.evaluation import (
     coconot_pools,
     evaluate_best_of_n,
     expected_best_of_n,
+    generate_candidates,
+    gsm8k_generated_pools,
     gsm8k_pools,
     load_pools,
     xstest_pools,
@@ -141,3 +144,34 @@ def test_end_to_end_with_a_tiny_model_on_real_pools(tokenizer, tmp_path):
     final = [s for s in result.selections if s["task"] == "math"]
     assert result.curves["math"]["accuracy"][-1] == pytest.approx(sum(s["label"] == "correct" for s in final) / 4)
     assert (tmp_path / "best_of_n_selections.jsonl").exists()
+
+
+def test_final_answer_extraction():
+    assert extract_final_answer("so $x = \\boxed{\\frac{1}{2}}$.") == "\\frac{1}{2}"
+    assert extract_final_answer("Work.\n# Answer\n\n1,000") == "1000"
+    assert extract_final_answer("Janet makes $18.\n#### 18") == "18"
+    assert extract_final_answer("Thus the answer is 18.00.") == "18"
+    assert extract_final_answer("She has 3 apples, then 5.") is None
+    assert extract_final_answer("She has 3 apples, then 5.", last_number_fallback=True) == "5"
+
+
+def test_generated_pools_from_a_tiny_local_policy(tokenizer):
+    """A tiny random causal LM stands in for the policy: the samples are noise, the sampling and labelling are real."""
+    from transformers import LlamaForCausalLM
+
+    from tests.helpers import tiny_llama_config
+
+    torch.manual_seed(0)
+    policy = LlamaForCausalLM(tiny_llama_config(tokenizer))
+    path = shared_data("gsm8k/test.jsonl")
+    pools = gsm8k_generated_pools(path, policy, tokenizer, num_candidates=3, limit=2, max_new_tokens=4, seed=0)
+    assert pools == gsm8k_generated_pools(path, policy, tokenizer, num_candidates=3, limit=2, max_new_tokens=4, seed=0)
+    assert [p["gold"] for p in pools] == ["18", "3"] and {len(p["candidates"]) for p in pools} == {3}
+    for pool in pools:
+        for candidate in pool["candidates"]:
+            assert candidate["text"] and len(tokenizer(candidate["text"])["input_ids"]) <= 6
+            expected = extract_final_answer(candidate["text"], last_number_fallback=True) == pool["gold"]
+            assert candidate["label"] == ("correct" if expected else "incorrect")
+    assert tokenizer.padding_side == "right"  # restored after left-padded generation
+    samples = generate_candidates(policy, tokenizer, ["Hi", "A longer prompt"], num_candidates=2, max_new_tokens=2)
+    assert [len(s) for s in samples] == [2, 2]

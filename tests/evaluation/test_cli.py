@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.helpers import shared_data, tiny_reward_model
 from trl_crome.cli import main
@@ -48,3 +49,29 @@ def test_eval_bon_cli(model_dir, tmp_path):
     assert main(argv + ["--n", "1", "4", "--output", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "best_of_n.json").read_text())
     assert results["ns"] == [1, 4] and results["curves"]["math"]["accuracy"][0] == pytest.approx(0.25)
+
+
+def test_eval_bon_cli_with_generated_candidates(model_dir, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from tests.helpers import smollm2_tokenizer, tiny_llama_config
+
+    tokenizer = smollm2_tokenizer()
+    policy_dir = tmp_path / "policy"
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(tokenizer)).save_pretrained(policy_dir)
+    tokenizer.save_pretrained(policy_dir)
+    argv = [
+        "eval",
+        "bon",
+        "--model",
+        str(model_dir),
+        "--task",
+        "gsm8k",
+        "--data",
+        str(shared_data("gsm8k/test.jsonl")),
+    ]
+    argv += ["--generate-with", str(policy_dir), "--num-candidates", "2", "--max-new-tokens", "4", "--limit", "2"]
+    assert main(argv + ["--n", "1", "2", "--device", "cpu", "--output", str(tmp_path / "out")]) == 0
+    selections = (tmp_path / "out" / "best_of_n_selections.jsonl").read_text().splitlines()
+    assert [len(json.loads(line)["rewards"]) for line in selections] == [2, 2]

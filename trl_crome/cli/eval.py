@@ -73,6 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bon.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8], help="Values of N.")
     bon.add_argument("--limit", type=int, default=None, help="Use the first N prompts (gsm8k, coconot).")
     bon.add_argument("--num-candidates", type=int, default=8, help="Pool size for gsm8k.")
+    bon.add_argument(
+        "--generate-with", default=None, help="gsm8k: sample the candidates from this causal LM instead of the gold."
+    )
+    bon.add_argument("--max-new-tokens", type=int, default=256, help="Sample length with --generate-with.")
     bon.set_defaults(func=run_best_of_n)
 
 
@@ -145,9 +149,33 @@ def run_robustness(args: argparse.Namespace) -> int:
 
 
 def run_best_of_n(args: argparse.Namespace) -> int:
-    from trl_crome.evaluation import coconot_pools, evaluate_best_of_n, gsm8k_pools, load_pools, xstest_pools
+    import torch
 
-    if args.task == "gsm8k":
+    from trl_crome.evaluation import (
+        coconot_pools,
+        evaluate_best_of_n,
+        gsm8k_generated_pools,
+        gsm8k_pools,
+        load_pools,
+        xstest_pools,
+    )
+
+    if args.task == "gsm8k" and args.generate_with:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        policy = AutoModelForCausalLM.from_pretrained(args.generate_with, dtype=args.dtype)
+        policy.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        pools = gsm8k_generated_pools(
+            args.data,
+            policy,
+            AutoTokenizer.from_pretrained(args.generate_with),
+            num_candidates=args.num_candidates,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+        )
+        del policy
+    elif args.task == "gsm8k":
         pools = gsm8k_pools(args.data, num_candidates=args.num_candidates, limit=args.limit, seed=args.seed)
     elif args.task == "xstest":
         pools = xstest_pools(args.data)

@@ -222,6 +222,99 @@ def gsm8k_pools(
     return pools
 
 
+def generate_candidates(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    num_candidates: int = 8,
+    max_new_tokens: int = 256,
+    temperature: float = 0.7,
+    top_p: float = 0.95,
+    batch_size: int = 8,
+    seed: int = 0,
+    chat_template: bool | None = None,
+) -> list[list[str]]:
+    """Sample `num_candidates` answers per prompt from a causal LM with `model.generate` (the policy of best-of-N).
+
+    Prompts go through the chat template with a generation prompt (`chat_template=None`: when the tokenizer has
+    one), batches are left-padded, sampling is seeded with `torch.manual_seed(seed)`.
+    """
+    from tqdm.auto import tqdm
+
+    use_chat = bool(tokenizer.chat_template) if chat_template is None else chat_template
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        if use_chat
+        else p
+        for p in prompts
+    ]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only: pad on the left
+    torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    candidates = []
+    try:
+        for start in tqdm(range(0, len(texts), batch_size), desc="Generating", unit="batch"):
+            # The chat template already wrote any special tokens.
+            batch = tokenizer(
+                texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=not use_chat
+            ).to(device)
+            with torch.inference_mode():
+                output = model.generate(
+                    **batch,
+                    do_sample=True,
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=num_candidates,
+                    pad_token_id=pad_id,
+                )
+            decoded = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            candidates += [decoded[i : i + num_candidates] for i in range(0, len(decoded), num_candidates)]
+    finally:
+        tokenizer.padding_side = padding_side
+    return candidates
+
+
+def gsm8k_generated_pools(
+    path: str | os.PathLike,
+    model: Any,
+    tokenizer: Any,
+    num_candidates: int = 8,
+    limit: int | None = None,
+    **generate_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Math pools of GSM8K questions with `num_candidates` samples of a local policy ([`generate_candidates`]).
+
+    Each sample is labelled `correct` when its final answer (`####`, `\\boxed{}`, "the answer is", else its last
+    number) equals the gold `#### N`.
+    """
+    with open(path) as handle:
+        rows = [json.loads(line) for line in handle if line.strip()][:limit]
+    golds = [normalize_answer(row["answer"].rpartition("####")[2]) for row in rows]
+    samples = generate_candidates(
+        model, tokenizer, [row["question"] for row in rows], num_candidates, **generate_kwargs
+    )
+    return [
+        {
+            "id": f"gsm8k-{index}",
+            "prompt": row["question"],
+            "task": "math",
+            "gold": gold,
+            "candidates": [
+                {
+                    "text": text,
+                    "label": "correct"
+                    if extract_final_answer(text, last_number_fallback=True) == gold
+                    else "incorrect",
+                }
+                for text in texts
+            ],
+        }
+        for index, (row, gold, texts) in enumerate(zip(rows, golds, samples))
+    ]
+
+
 def _safety_candidates(prompt: str, real: list[dict[str, str]]) -> list[dict[str, str]]:
     return (
         real
