@@ -1,0 +1,224 @@
+"""The controlled task of the evidence experiment: its checker, the planted correlation, the programmatic oracle run
+through the real `CromeAugmenter`, the training-set builders and the reward-head training (no model is trained)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import torch
+
+from recipes.experiments.closing_oracle import ClosingSentenceOracle
+from recipes.experiments.closing_task import (
+    CLOSINGS,
+    OPENERS,
+    REQUIREMENT,
+    BasePair,
+    base_pairs,
+    has_opener,
+    labels_right,
+    opener_rate,
+    plant_opener,
+    required_closing,
+    satisfies,
+)
+from recipes.experiments.evidence import TRANSFORMS, split_pairs, transformed_sets
+from recipes.experiments.reward_head import pair_accuracy, train_head
+from recipes.experiments.training_sets import crome_set, rrm_set, vanilla_set
+from tests.helpers import shared_data
+from trl_crome.augment.counterfactuals import REWRITE_TEMPLATES, Rewrite
+from trl_crome.oracles.base import OracleRequest
+
+PROMPT = f'How do I boil an egg?\n\n{REQUIREMENT}"Hope this helps!"'
+
+
+def test_required_closing_is_read_from_the_prompt():
+    assert required_closing(PROMPT) == "Hope this helps!"
+    assert required_closing(f'"{PROMPT}"') == "Hope this helps!"  # the add_quotes transformation keeps it
+    assert required_closing("How do I boil an egg?") is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("Put it in boiling water for nine minutes. Hope this helps!", True),
+        ("Great question! Put it in boiling water for nine minutes. Hope this helps!", True),
+        ("Put it in boiling water for nine minutes. Hope this helps!\n  ", True),
+        ("Put it in boiling water for nine minutes. Good luck with it!", False),
+        ("Hope this helps! Put it in boiling water for nine minutes.", False),
+        ("Put it in boiling water for nine minutes. hope this helps!", False),
+        ("Put it in boiling water for nine minutes. Hope this helps", False),
+    ],
+)
+def test_checker_on_constructed_answers(answer, expected):
+    assert satisfies(PROMPT, answer) is expected
+
+
+def test_checker_needs_a_requirement():
+    assert not satisfies("How do I boil an egg?", "Boil it. Hope this helps!")
+
+
+def _synthetic_pairs(count: int) -> list[BasePair]:
+    return [
+        BasePair(
+            i,
+            f'Question {i}?\n\n{REQUIREMENT}"{CLOSINGS[i % 16]}"',
+            f"Answer number {i} is here.",
+            CLOSINGS[i % 16],
+            CLOSINGS[(i + 1) % 16],
+            OPENERS[i % len(OPENERS)],
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_plant_opener_has_the_exact_rate_and_one_opener_per_pair(rate):
+    planted = plant_opener(_synthetic_pairs(50), rate, seed=3)
+    assert opener_rate(planted) == round(rate * 50) / 50
+    assert all(has_opener(p.chosen) != has_opener(p.rejected) for p in planted)
+    assert all(has_opener(p.chosen) == p.opener_on_chosen for p in planted)
+    # Planting never touches the causal attribute.
+    assert all(satisfies(p.prompt, p.chosen) and not satisfies(p.prompt, p.rejected) for p in planted)
+
+
+def test_plant_opener_rejects_a_bad_rate():
+    with pytest.raises(ValueError, match="rate"):
+        plant_opener(_synthetic_pairs(3), 1.5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    path = shared_data("ultrafeedback/train.jsonl")
+    train, test = split_pairs(path.parents[1], 96, 80)
+    return (
+        plant_opener(train, 0.9, seed=0),
+        plant_opener(test, 0.9, seed=1),
+        plant_opener(test, 0.1, seed=1),
+    )
+
+
+def test_real_splits_have_the_claimed_rates(splits):
+    train, in_distribution, reversed_ = splits
+    assert (len(train), len(in_distribution), len(reversed_)) == (96, 80, 80)
+    assert opener_rate(train) == round(0.9 * 96) / 96
+    assert opener_rate(in_distribution) == 0.9
+    assert opener_rate(reversed_) == pytest.approx(0.1)
+    assert not {p.row for p in train} & {p.row for p in in_distribution if p.prompt in {t.prompt for t in train}}
+    for pairs in splits:
+        assert all(satisfies(p.prompt, p.chosen) and not satisfies(p.prompt, p.rejected) for p in pairs)
+        assert all(has_opener(p.chosen) != has_opener(p.rejected) for p in pairs)
+
+
+def test_real_pairs_are_built_from_ultrafeedback():
+    path = shared_data("ultrafeedback/train.jsonl")
+    pairs = base_pairs(path, 5)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for pair in pairs:
+        assert pair.prompt.startswith(rows[pair.row]["prompt"].strip())
+        assert rows[pair.row]["chosen"].strip().startswith(pair.body)
+        assert pair.closing != pair.wrong_closing
+
+
+def _ask(oracle, request):
+    return asyncio.run(oracle.agenerate(request))
+
+
+def test_oracle_rewrites_only_the_last_sentence():
+    from trl_crome.augment.counterfactuals import RewriteTask
+    from trl_crome.augment.pairs import SourceRow
+    from trl_crome.augment.rubrics import CausalAttribute
+
+    oracle = ClosingSentenceOracle()
+    chosen = "Great question! Boil it for nine minutes. Hope this helps!"
+    rejected = "Boil it for nine minutes. Good luck with it!"
+    attribute = CausalAttribute(name="instruction_following", description="Ends with the sentence asked for.")
+    row = SourceRow(0, PROMPT, chosen, rejected)
+    degraded = _ask(oracle, RewriteTask(row, attribute, "degrade").request(256, 0.0))
+    upgraded = _ask(oracle, RewriteTask(row, attribute, "upgrade").request(256, 0.0))
+    degraded, upgraded = Rewrite(**degraded.parsed).rewritten, Rewrite(**upgraded.parsed).rewritten
+    assert degraded.startswith("Great question! Boil it for nine minutes. ") and not satisfies(PROMPT, degraded)
+    assert upgraded == "Boil it for nine minutes. Hope this helps!"
+    # An answer that already misses the requirement comes back unchanged (the validator rejects it as identical).
+    again = _ask(oracle, RewriteTask(SourceRow(0, PROMPT, rejected, rejected), attribute, "degrade").request(256, 0))
+    assert again.parsed == {"rewritten": rejected}
+
+
+def test_oracle_reports_requests_it_cannot_answer():
+    oracle = ClosingSentenceOracle()
+    assert _ask(oracle, OracleRequest("<prompt>\nNo requirement here.\n</prompt>", "rubrics@1")).error == (
+        "no_requirement"
+    )
+    assert _ask(oracle, OracleRequest(f"<prompt>\n{PROMPT}\n</prompt>", "paraphrase@1")).error == (
+        "unsupported_template"
+    )
+    assert _ask(oracle, OracleRequest("no blocks", "degrade@1")).error == "malformed"
+    assert set(REWRITE_TEMPLATES) == {"degrade", "upgrade"}
+
+
+def test_crome_pipeline_with_the_programmatic_oracle_never_moves_the_opener(splits, tmp_path):
+    train, _, _ = splits
+    rows, augmenter = crome_set(train, ClosingSentenceOracle(), tmp_path / "cache")
+    by_row = {p.row: p for p in train}
+    causal = [r for r in rows if r["kind"] == "causal"]
+    assert len(causal) == 2 * len(train)  # every degrade and upgrade passes the augmenter's validation
+    assert augmenter.summary.rejects == {}
+    for pair in causal:
+        source = by_row[pair["source_row"]]
+        # The causal attribute flipped, the spurious one is where it was in the source answer, on both sides.
+        assert satisfies(pair["prompt"], pair["chosen"]) and not satisfies(pair["prompt"], pair["rejected"])
+        assert has_opener(pair["chosen"]) == has_opener(pair["rejected"])
+        original = source.chosen if pair["chosen"] == source.chosen else source.rejected
+        assert has_opener(pair["chosen"]) == has_opener(original)
+    neutrals = [r for r in rows if r["kind"] == "neutral"]
+    assert neutrals and all(r["tie"] for r in neutrals)
+    assert all(r["prompt"] != by_row[r["source_row"]].prompt for r in neutrals)
+
+
+def test_rrm_and_vanilla_sets(splits):
+    train, _, _ = splits
+    assert vanilla_set(train) == [
+        {**p.to_dict(), "tie": False, "kind": "original", "source_row": p.row} for p in train
+    ]
+    rows = rrm_set(train, seed=0)
+    assert len(rows) == 3 * len(train)
+    non_contextual = [r for r in rows if r["kind"] == "non_contextual"]
+    ties = [r for r in rows if r["tie"]]
+    assert len(non_contextual) == len(ties) == len(train)
+    prompts = {p.prompt for p in train}
+    answers_of = {p.prompt: {p.chosen, p.rejected} for p in train}
+    assert all(r["rejected"] not in answers_of[r["prompt"]] and r["rejected"] for r in non_contextual)
+    assert all(r["chosen"] not in answers_of[r["prompt"]] and r["prompt"] in prompts for r in ties)
+
+
+def test_transformed_sets_keep_the_ground_truth(splits):
+    _, _, reversed_ = splits
+    sets = transformed_sets(reversed_, 20)
+    assert set(sets) == set(TRANSFORMS)
+    for rows in sets.values():
+        assert rows and all(labels_right(r) for r in rows)
+
+
+def test_reward_head_learns_with_the_composite_loss_and_ties_remove_a_feature():
+    """Synthetic hidden states: the preference follows feature 0 (causal) and, in 90% of pairs, feature 1 (spurious);
+    ties differ only in feature 1. The larger lambda, the less the head leans on feature 1."""
+    generator = torch.Generator().manual_seed(0)
+    n = 400
+    chosen, rejected = torch.randn(n, 8, generator=generator), torch.randn(n, 8, generator=generator)
+    chosen[:, 0], rejected[:, 0] = 1.0, -1.0
+    spurious = torch.where(torch.rand(n, generator=generator) < 0.9, 1.0, -1.0)
+    chosen[:, 1], rejected[:, 1] = spurious, -spurious
+    tie_a, tie_b = torch.randn(n, 8, generator=generator), torch.randn(n, 8, generator=generator)
+    tie_a[:, 0] = tie_b[:, 0] = 0.0
+    tie_a[:, 1], tie_b[:, 1] = 1.0, -1.0
+    all_chosen, all_rejected = torch.cat([chosen, tie_a]), torch.cat([rejected, tie_b])
+    tie = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)])
+
+    ratios = {}
+    for weight in (0.0, 1.0, 4.0):
+        head = train_head(all_chosen, all_rejected, tie, tie_loss_weight=weight, steps=300, seed=0)
+        assert pair_accuracy(head, chosen, rejected) > 0.95
+        ratios[weight] = abs(head.weight[0, 1] / head.weight[0, 0]).item()
+    # The heavier the tie term, the less the head leans on the spurious feature.
+    assert ratios[0.0] > ratios[1.0] + 0.05 > ratios[4.0] + 0.1
