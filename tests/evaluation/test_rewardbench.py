@@ -91,6 +91,8 @@ def test_bad_rows_name_the_index_and_field(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(ValueError, match="row 1: field 'rejected'"):
         load_rewardbench(path)
+    with pytest.raises(ValueError, match="row 0: field 'chosen' must be a string"):
+        evaluate_rewardbench(lambda prompts, answers: [0.0] * len(answers), [{**rows[0], "chosen": 3}])
 
 
 def test_real_rewardbench_file_subsample_end_to_end(tokenizer, tmp_path):

@@ -93,13 +93,18 @@ def load_rewardbench(source: str | os.PathLike | None = None) -> list[dict[str, 
         builder = "parquet" if path.suffix == ".parquet" else "json"
         dataset = load_dataset(builder, data_files=str(path), split="train")
     rows = dataset.to_list()
+    validate_rewardbench_rows(rows)
+    return rows
+
+
+def validate_rewardbench_rows(rows: list[dict[str, Any]]) -> None:
+    """Raise a `ValueError` naming the first row index and field that is missing or not a string."""
     for index, row in enumerate(rows):
         for name in REQUIRED_FIELDS:
             if name not in row or row[name] is None:
                 raise ValueError(f"RewardBench row {index}: field '{name}' is missing")
             if name != "id" and not isinstance(row[name], str):
                 raise ValueError(f"RewardBench row {index}: field '{name}' must be a string, got {type(row[name])}")
-    return rows
 
 
 def subsample_per_subset(rows: list[dict[str, Any]], per_subset: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -252,7 +257,11 @@ def evaluate_rewardbench(
     Returns:
         [`RewardBenchResult`]
     """
-    rows = data if isinstance(data, list) else load_rewardbench(data)
+    if isinstance(data, list):
+        validate_rewardbench_rows(data)
+        rows = data
+    else:
+        rows = load_rewardbench(data)
     if per_subset is not None:
         rows = subsample_per_subset(rows, per_subset, seed)
     if not rows:
