@@ -8,9 +8,14 @@ and the script prints both tables and the cost ratio PairPM / BT measured in thi
 scores the untrained SmolLM2 as a PairPM (the instruction alone).
 
 The training pairs are the first `--train-pairs` rows whose prompt and both answers together are at most
-`--max-chars` characters, so that no input is truncated at the default lengths (a fair comparison on 2 CPU cores).
+`--max-chars` characters, so that no training input is truncated; RewardBench inputs longer than the max lengths
+are truncated (BT keeps the last tokens, PairPM the end of the prompt and the start of each answer).
 
-    python benchmarks/pairpm_vs_bt.py --train-pairs 200 --per-subset 4
+The defaults fit a shared 2-core CPU (SmolLM2-135M runs at a few hundred tokens/s there, far less under load); on
+a GPU use e.g. `--train-pairs 200 --max-chars 1200 --per-subset 20 --bt-max-length 1024 --pairpm-max-length 2048`.
+Run from the repository root with the package installed (or `PYTHONPATH=.`):
+
+    python benchmarks/pairpm_vs_bt.py
 """
 
 from __future__ import annotations
@@ -97,14 +102,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-data", default=str(SHARED / "ultrafeedback" / "train.jsonl"))
     parser.add_argument("--rewardbench", default=str(SHARED / "rewardbench" / "filtered.jsonl"))
-    parser.add_argument("--train-pairs", type=int, default=200)
-    parser.add_argument("--max-chars", type=int, default=1200, help="Longest prompt + both answers kept for training.")
-    parser.add_argument("--per-subset", type=int, default=4, help="RewardBench pairs per subset (23 subsets).")
-    parser.add_argument("--bt-max-length", type=int, default=512)
-    parser.add_argument("--pairpm-max-length", type=int, default=768)
+    parser.add_argument("--train-pairs", type=int, default=64)
+    parser.add_argument("--max-chars", type=int, default=800, help="Longest prompt + both answers kept for training.")
+    parser.add_argument("--per-subset", type=int, default=2, help="RewardBench pairs per subset (23 subsets).")
+    parser.add_argument("--bt-max-length", type=int, default=384)
+    parser.add_argument("--pairpm-max-length", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--zero-shot", action="store_true", help="Also score the untrained SmolLM2 as a PairPM.")
     parser.add_argument("--seed", type=int, default=0)

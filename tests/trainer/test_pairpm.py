@@ -193,7 +193,7 @@ def test_loss_equals_formula_on_a_fixed_batch(tmp_path, tokenizer, both_orders):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Training and symmetrised scoring (one trained model shared by these tests)
+# Training and symmetrised scoring (one trained model shared by these tests; training it takes > 20 s on 2 cores)
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +220,7 @@ def trained(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_training_drives_accuracy_up_and_ties_to_one_half(trained):
     logs = trained["logs"]
     start, end = logs[:10], logs[-10:]
@@ -246,6 +247,7 @@ def test_training_drives_accuracy_up_and_ties_to_one_half(trained):
     assert tie_deviation < 0.25 * preference_deviation
 
 
+@pytest.mark.slow
 def test_swapping_answers_gives_one_minus_p(trained):
     tokenizer, trainer, held_out = trained["tokenizer"], trained["trainer"], trained["held_out"]
     scorer = PairPMScorer(trainer.model, tokenizer, batch_size=5, show_progress=False)
@@ -266,17 +268,20 @@ def test_swapping_answers_gives_one_minus_p(trained):
     assert after < 0.25 < before
 
 
-def test_scores_do_not_depend_on_batching(trained):
-    tokenizer, trainer, held_out = trained["tokenizer"], trained["trainer"], trained["held_out"]
-    prompts = [p + " Think" * i for i, p in enumerate(held_out["prompt"][:6])]  # different lengths: padding
-    batched = PairPMScorer(trainer.model, tokenizer, batch_size=6, show_progress=False)
-    single = PairPMScorer(trainer.model, tokenizer, batch_size=1, show_progress=False)
-    together = batched.prefer(prompts, held_out["chosen"][:6], held_out["rejected"][:6])
-    alone = single.prefer(prompts, held_out["chosen"][:6], held_out["rejected"][:6])
+def test_scores_do_not_depend_on_batching(tokenizer):
+    model = tiny_causal_lm(tokenizer, initializer_range=0.1)
+    held_out = synthetic_pairs(6, 0, seed=1)
+    prompts = [p + " Think" * i for i, p in enumerate(held_out["prompt"])]  # different lengths: padding
+    batched = PairPMScorer(model, tokenizer, batch_size=6, show_progress=False)
+    single = PairPMScorer(model, tokenizer, batch_size=1, show_progress=False)
+    together = batched.prefer(prompts, held_out["chosen"], held_out["rejected"])
+    alone = single.prefer(prompts, held_out["chosen"], held_out["rejected"])
     assert together == pytest.approx(alone, abs=1e-5)
+    assert max(abs(p - 0.5) for p in together) > 1e-3  # the check is not vacuous
     assert single.stats.batches == 12 and batched.stats.batches == 2
 
 
+@pytest.mark.slow
 def test_best_of_n_tournaments(trained):
     tokenizer, trainer = trained["tokenizer"], trained["trainer"]
     scorer = PairPMScorer(trainer.model, tokenizer, show_progress=False)
@@ -311,10 +316,10 @@ def test_knockout_finds_the_best_in_log_rounds(n):
         select_best_of_n(preference, "p", candidates, method="swiss")
 
 
-def test_rewardbench_through_the_evaluation_module(trained):
+def test_rewardbench_through_the_evaluation_module(tokenizer):
     rows = load_rewardbench(shared_data("rewardbench/filtered.jsonl"))
-    tokenizer, trainer = trained["tokenizer"], trained["trainer"]
-    scorer = PairPMScorer(trainer.model, tokenizer, batch_size=16, max_length=384, show_progress=False)
+    model = tiny_causal_lm(tokenizer, initializer_range=0.1)
+    scorer = PairPMScorer(model, tokenizer, batch_size=16, max_length=384, show_progress=False)
     result = evaluate_rewardbench(scorer, rows, per_subset=1)
     assert result.num_pairs == len(result.subset_accuracy) == 23
     assert scorer.stats.truncated > 0 and scorer.stats.sequences == 2 * 23

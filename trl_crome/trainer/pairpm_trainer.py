@@ -133,7 +133,8 @@ class CromePairPMTrainer(_BaseTrainer):
 
     ```python
     >>> from datasets import Dataset
-    >>> from trl_crome.trainer import CromePairPMConfig, CromePairPMTrainer
+    >>> from trl_crome.trainer.pairpm_config import CromePairPMConfig
+    >>> from trl_crome.trainer.pairpm_trainer import CromePairPMTrainer
 
     >>> dataset = Dataset.from_list(
     ...     [
