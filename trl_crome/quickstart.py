@@ -39,7 +39,7 @@ class QuickstartConfig:
             Local file or Hub name of preference data; the package's own small set when unset.
         output_dir (`str`, *optional*, defaults to `"outputs/quickstart"`):
             Where the augmented data, the model, the card and the evaluation reports go.
-        num_pairs (`int`, *optional*, defaults to `24`):
+        num_pairs (`int`, *optional*, defaults to `16`):
             Original pairs to augment and train on.
         max_steps (`int`, *optional*, defaults to `30`):
             Training steps.
@@ -54,6 +54,9 @@ class QuickstartConfig:
             Robustness transformations.
         robustness_per_subset (`int`, *optional*, defaults to `2`):
             RewardBench pairs per subset that are transformed.
+        identify_rubrics (`bool`, *optional*, defaults to `False`):
+            Ask the oracle for each prompt's causal attributes. Off by default: a 135M model rarely writes the rubric
+            JSON correctly, so the seeded fallback attributes (correctness, relevance, ...) are used instead.
         oracle_model (`str`, *optional*):
             Local oracle model folder; SmolLM2-135M-Instruct when unset.
         seed (`int`, *optional*, defaults to `42`):
@@ -62,13 +65,14 @@ class QuickstartConfig:
 
     dataset: str | None = None
     output_dir: str = "outputs/quickstart"
-    num_pairs: int = 24
+    num_pairs: int = 16
     max_steps: int = 30
     max_length: int = 256
     rewardbench: str | None = None
     rewardbench_per_subset: int = 4
     transforms: list[str] = field(default_factory=lambda: list(DEFAULT_TRANSFORMS))
     robustness_per_subset: int = 2
+    identify_rubrics: bool = False
     oracle_model: str | None = None
     seed: int = 42
 
@@ -155,7 +159,7 @@ def build_recipe_args(config: QuickstartConfig) -> tuple:
         oracle="transformers",
         oracle_model=config.oracle_model or smollm2,
         # Short answers keep the local generation fast; longer ones fail validation as "truncated".
-        oracle_kwargs={"batch_size": 16, "max_new_tokens": 160},
+        oracle_kwargs={"batch_size": 16, "max_new_tokens": 128},
         rewardbench=rewardbench,
         rewardbench_per_subset=config.rewardbench_per_subset,
         robustness_transforms=list(config.transforms),
@@ -181,10 +185,11 @@ def build_recipe_args(config: QuickstartConfig) -> tuple:
     )
     model_args = ModelConfig(model_name_or_path=smollm2, dtype="float32")
     augment_args = augment_arguments_class()(
+        identify_rubrics=config.identify_rubrics,
         attributes_per_example=1,
         max_attributes=2,
         rubric_max_output_tokens=128,
-        rewrite_max_output_tokens=160,
+        rewrite_max_output_tokens=128,
         neutrals_per_original=1,
         neutrals_per_causal=1,
         filter_augmented=False,  # no baseline RM in the quickstart: every valid augmented pair is kept

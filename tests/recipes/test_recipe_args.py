@@ -95,3 +95,14 @@ def test_bad_setting_is_rejected():
 def test_train_subcommand_passes_every_option_through():
     args = build_parser().parse_args(["train", "--config", "x.yaml", "--learning_rate", "1e-5", "--use_peft"])
     assert args.recipe_args == ["--config", "x.yaml", "--learning_rate", "1e-5", "--use_peft"]
+
+
+def test_pairpm_setting_parses_into_the_pairpm_config():
+    from trl_crome.trainer.pairpm_config import CromePairPMConfig
+
+    script_args, training_args, model_args, _ = parse(
+        "qwen7b.yaml", "--setting", "pairpm", "--lora_task_type", "CAUSAL_LM"
+    )
+    assert isinstance(training_args, CromePairPMConfig)
+    assert script_args.setting == "pairpm" and model_args.lora_task_type == "CAUSAL_LM"
+    assert training_args.max_length == 1024 and training_args.tie_loss_weight == 1.0

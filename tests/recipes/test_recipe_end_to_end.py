@@ -145,3 +145,31 @@ def test_model_card_carries_the_crome_settings_and_results(recipe_run):
     for path in output_dir.rglob("*"):
         if path.is_file() and path.suffix in (".md", ".json", ".jsonl", ".txt"):
             assert "test-key-not-a-secret" not in path.read_text(errors="ignore"), path
+
+
+def test_baseline_is_trained_once_on_the_original_pairs(tmp_path, tokenizer):
+    """`baseline_model: train` trains a reward model with the recipe's settings into <output_dir>/baseline, and a
+    rerun (e.g. a resumed job) reuses it instead of training again."""
+    from trl import ModelConfig
+
+    from trl_crome.cli.train import BASELINE_DIR, load_preference_data, train_baseline
+    from trl_crome.trainer import CromeRewardConfig, CromeRewardTrainer
+
+    model_dir = tmp_path / "tiny-llama"
+    tiny_reward_model(tokenizer, seed=0).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    training_args = CromeRewardConfig(
+        output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2, max_length=64, bf16=False,
+        use_cpu=True, gradient_checkpointing=False, report_to="none", save_strategy="no", logging_steps=1,
+        push_to_hub=False,
+    )  # fmt: skip
+    dataset = load_preference_data(str(default_dataset_path())).select(range(4))
+    model_args = ModelConfig(model_name_or_path=str(model_dir))
+    path = train_baseline(CromeRewardTrainer, model_args, training_args, dataset)
+    assert path == str(tmp_path / "out" / BASELINE_DIR)
+    weights = Path(path) / "model.safetensors"
+    assert (Path(path) / "config.json").exists() and (Path(path) / "tokenizer_config.json").exists()
+    saved_at = weights.stat().st_mtime_ns
+    assert train_baseline(CromeRewardTrainer, model_args, training_args, dataset) == path
+    assert weights.stat().st_mtime_ns == saved_at
+    assert training_args.output_dir == str(tmp_path / "out")  # the recipe's own arguments are untouched
