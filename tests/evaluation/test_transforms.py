@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import shared_data
 from trl_crome.evaluation import TRANSFORMS, RewardScorer, apply_transform, evaluate_robustness, list_transforms
 from trl_crome.evaluation.answers import extract_final_answer
-from trl_crome.evaluation.transforms import FAMILIES, apply_oracle_transform, code_identifiers
+from trl_crome.evaluation.transforms import FAMILIES, apply_oracle_transform, code_identifiers, protected_spans
 from trl_crome.oracles.base import Oracle, OracleRequest, OracleResponse, Usage
 
 FIELDS = ("prompt", "chosen", "rejected")
@@ -126,6 +126,19 @@ def test_domain_transformations_on_known_texts():
     assert apply_transform("contractions", {**md, "rejected": "I do not know. It is late."})["rejected"] == (
         "I don't know. It's late."
     )
+
+
+def test_protected_regions_are_exactly_code_math_and_the_final_answer():
+    text = "Use `my_var` here.\nWe get $x = 2$.\nThe answer is 5.\nMore prose after.\n# Answer\n\n5"
+    assert [text[a:b] for a, b in protected_spans(text)] == [
+        "`my_var`",
+        "$x = 2$",
+        "The answer is 5.",
+        "# Answer\n\n5",
+    ]
+    # Only the plain words "here", "prose" and "after" can change (here: one of them, about 10% of the words).
+    swapped = apply_transform("char_swap", {"prompt": "p", "chosen": text, "rejected": text}, seed=0)["chosen"]
+    assert swapped == text.replace("here", "hree")
 
 
 class RuleOracle(Oracle):

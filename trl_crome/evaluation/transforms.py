@@ -42,7 +42,8 @@ _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _MATH = re.compile(r"\$\$.*?\$\$|\$[^$\n]+\$|\\\[.*?\\\]|\\\(.*?\\\)", re.DOTALL)
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
-_FINAL_ANSWER = re.compile(r"^#\s*Answer\b.*\Z|^####.*$|^.*\banswer is\b.*$", re.MULTILINE | re.DOTALL | re.IGNORECASE)
+_ANSWER_SECTION = re.compile(r"^#\s*Answer\b.*\Z", re.MULTILINE | re.DOTALL)  # the section runs to the end
+_FINAL_ANSWER_LINE = re.compile(r"^####.*$|^.*\banswer is\b.*$", re.MULTILINE | re.IGNORECASE)
 _CODE_LINE = re.compile(
     r"[;{}]|==|=>|->|::|\w\(|\w\[|\)\s*:|^\s*[#@]\w|^\s*(?:def|class|import|from|return|for|while|elif|else|func|fn"
     r"|let|const|var|public|private|static|int|void|package|use|try|except|catch|struct|impl|print|System)\b"
@@ -71,7 +72,7 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
     spans = [
         m.span() for pattern in (_FENCED, _INLINE_CODE, _MATH, _URL, _LATEX_COMMAND) for m in pattern.finditer(text)
     ]
-    spans += [m.span() for m in _FINAL_ANSWER.finditer(text)]
+    spans += [m.span() for pattern in (_ANSWER_SECTION, _FINAL_ANSWER_LINE) for m in pattern.finditer(text)]
     spans += [(start, end) for start, end, _, _ in boxed_spans(text)]
     spans += [(start, end) for start, end, line in _line_spans(text) if looks_like_code(line)]
     return sorted(spans)
