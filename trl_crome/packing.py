@@ -180,6 +180,52 @@ def pack_sequences(
     return packed
 
 
+def packed_batches(
+    lengths: Sequence[int], rows_per_batch: int, max_tokens: int | None = None
+) -> list[list[list[int]]]:
+    """Plan padding-free inference: all sequences packed into rows (best fit decreasing), `rows_per_batch` rows per
+    forward pass, longest sequences first (an out-of-memory error shows up at once).
+
+    Args:
+        lengths (`Sequence[int]`):
+            Token count of each sequence.
+        rows_per_batch (`int`):
+            Rows per forward pass.
+        max_tokens (`int`, *optional*):
+            Token budget of one row; `None` uses the longest sequence, so a forward pass holds at most as many tokens
+            as a padded batch of `rows_per_batch` sequences.
+
+    Returns:
+        `list[list[list[int]]]`: for each forward pass, the sequence indices of each row.
+    """
+    if not lengths:
+        return []
+    rows = best_fit_decreasing(lengths, max_tokens if max_tokens is not None else max(lengths))
+    return [rows[start : start + rows_per_batch] for start in range(0, len(rows), rows_per_batch)]
+
+
+def packed_batch_rewards(
+    model: nn.Module, sequences: Sequence[Sequence[int]], rows: Sequence[Sequence[int]], pad_token_id: int
+) -> tuple[list[int], torch.Tensor, int]:
+    """Rewards of one planned forward pass (see [`packed_batches`]), on the model's device.
+
+    With flash attention the rows are laid end to end in one row (no filler at all); otherwise each is its own row.
+
+    Returns:
+        `tuple[list[int], torch.Tensor, int]`: the indices of the scored sequences, their rewards (same order, shape
+        `(num_sequences, num_labels)`), and the number of token positions computed (real tokens plus filler).
+    """
+    order = [index for row in rows for index in row]
+    if uses_flash_attention(model):
+        layout = [[sequences[index] for index in order]]
+    else:
+        layout = [[sequences[index] for index in row] for row in rows]
+    packed = pack_rows(layout, pad_token_id)
+    device = next(model.parameters()).device
+    packed = {key: value.to(device) if torch.is_tensor(value) else value for key, value in packed.items()}
+    return order, packed_rewards(model, packed), packed["input_ids"].numel()
+
+
 def uses_flash_attention(model: nn.Module) -> bool:
     """Whether the model runs a flash-attention kernel (`flash_attention_2/3`, `kernels-community/flash-attn...`)."""
     config = getattr(extract_model_from_parallel(model), "config", None)

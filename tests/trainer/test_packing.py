@@ -6,11 +6,13 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
+from transformers import Gemma2Config, Gemma2ForSequenceClassification, Qwen2Config, Qwen2ForSequenceClassification
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from tests.helpers import tiny_reward_model
 from tests.trainer.common import tiny_args
 from trl_crome import CromeRewardConfig, CromeRewardTrainer
+from trl_crome.evaluation.scoring import RewardScorer
 from trl_crome.packing import best_fit_decreasing, pack_sequences, packed_rewards
 from trl_crome.trainer.packing import DataCollatorForPaddingFreePreference
 from trl_crome.trainer.reward_trainer import CromePaddingFreeDataCollator
@@ -136,21 +138,71 @@ def test_packed_rewards_and_loss_equal_padded(tmp_path, tokenizer, attn, packing
         torch.testing.assert_close(stats_packed, stats_padded, rtol=0, atol=1e-5)
 
 
+def padded_rewards(model, sequences, pad_token_id):
+    ids = [torch.tensor(s) for s in sequences]
+    input_ids = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad_token_id)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(t) for t in ids], batch_first=True)
+    with torch.no_grad():
+        return model(input_ids=input_ids, attention_mask=mask).logits
+
+
+def some_sequences(tokenizer, n=10, seed=0):
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(1, 40))) + tokenizer.eos_token for _ in range(n)]
+    return [tokenizer(text)["input_ids"] for text in texts]
+
+
+def tiny_family_model(family, tokenizer):
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=1,
+    )
+    torch.manual_seed(0)
+    if family == "qwen2":
+        return Qwen2ForSequenceClassification(Qwen2Config(**common, attn_implementation="sdpa"))
+    # Gemma-2: logit softcapping (no sdpa), and a sliding window shorter than the rows, so the packed mask must
+    # combine it with the sequence blocks.
+    config = Gemma2Config(**common, head_dim=8, sliding_window=16, attn_implementation="eager")
+    return Gemma2ForSequenceClassification(config)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma2"])
+def test_packed_rewards_equal_padded_for_qwen2_and_gemma2(tokenizer, family):
+    model = tiny_family_model(family, tokenizer).eval()
+    sequences = some_sequences(tokenizer)
+    with torch.no_grad():
+        rewards = packed_rewards(model, pack_sequences(sequences, tokenizer.pad_token_id, max_tokens=100))
+    torch.testing.assert_close(rewards, padded_rewards(model, sequences, tokenizer.pad_token_id), rtol=0, atol=1e-5)
+
+
+def test_packed_scoring_equals_padded_scoring(tokenizer):
+    model = tiny_reward_model(tokenizer)
+    sequences = some_sequences(tokenizer, n=13)
+    padded = RewardScorer(model, tokenizer, batch_size=4, sort_by_length=False, show_progress=False)
+    packed = RewardScorer(model, tokenizer, batch_size=2, packing=True, show_progress=False)
+    expected, rewards = padded.score_ids(sequences), packed.score_ids(sequences)
+    assert rewards == pytest.approx(expected, abs=1e-5)
+    assert packed.stats.real_tokens == padded.stats.real_tokens == sum(len(s) for s in sequences)
+    assert packed.stats.padded_tokens < padded.stats.padded_tokens
+    assert packed.stats.sequences == 13
+
+
 def test_packed_rewards_with_a_peft_lora_model(tokenizer):
     torch.manual_seed(0)
     model = tiny_reward_model(tokenizer)
     config = LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     model = get_peft_model(model, config).eval()
     model.config.pad_token_id = tokenizer.pad_token_id
-    sequences = [tokenizer(text)["input_ids"] for text in ["a b c d e f g", "hello", "one two three", "x"]]
-    padded = torch.nn.utils.rnn.pad_sequence(
-        [torch.tensor(s) for s in sequences], batch_first=True, padding_value=tokenizer.pad_token_id
-    )
-    mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(s)) for s in sequences], batch_first=True)
+    sequences = some_sequences(tokenizer, n=6)
     with torch.no_grad():
-        expected = model(input_ids=padded, attention_mask=mask.long()).logits
-        rewards = packed_rewards(model, pack_sequences(sequences, tokenizer.pad_token_id, max_tokens=12))
-    torch.testing.assert_close(rewards, expected, rtol=0, atol=1e-5)
+        rewards = packed_rewards(model, pack_sequences(sequences, tokenizer.pad_token_id, max_tokens=100))
+    torch.testing.assert_close(rewards, padded_rewards(model, sequences, tokenizer.pad_token_id), rtol=0, atol=1e-5)
 
 
 # --- training ----------------------------------------------------------------------------------------------------
