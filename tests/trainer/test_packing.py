@@ -209,10 +209,11 @@ def test_packed_rewards_with_a_peft_lora_model(tokenizer):
 
 
 def test_padding_free_training_reaches_the_padded_loss(tmp_path, tokenizer):
-    histories, tokens, weights = [], [], []
+    histories, tokens, weights, evals = [], [], [], []
     for padding_free in (False, True):
         trainer = _trainer(tmp_path, tokenizer, "sdpa", padding_free, max_steps=4, per_device_train_batch_size=3)
         trainer.train()
+        evals.append(trainer.evaluate(varied_pairs(6, seed=1)))
         logs = [log for log in trainer.state.log_history if "loss" in log]
         histories.append([log["loss"] for log in logs])
         tokens.append(logs[-1]["num_tokens"])
@@ -225,6 +226,8 @@ def test_padding_free_training_reaches_the_padded_loss(tmp_path, tokenizer):
     assert (weights[0]["score.weight"] - initial).abs().max() > 1e-3  # training moved the weights...
     for name, value in weights[0].items():  # ...by the same amount in both paths
         torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-4, msg=name)
+    for key in ("eval_loss", "eval_accuracy", "eval_tie_abs_margin", "eval_loss/causal"):  # evaluation too
+        assert evals[1][key] == pytest.approx(evals[0][key], abs=1e-4), key
 
 
 def test_group_by_length_adds_the_length_column_and_trains(tmp_path, tokenizer):
