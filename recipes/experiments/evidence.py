@@ -54,9 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=DATA, help="The shared data folder (UltraFeedback inside).")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/evidence"))
     parser.add_argument("--plot", type=Path, default=Path("docs/evidence.png"), help="Where to save the plot.")
-    parser.add_argument("--train-pairs", type=int, default=96)
-    parser.add_argument("--test-pairs", type=int, default=80)
-    parser.add_argument("--transform-pairs", type=int, default=30, help="Reversed test pairs per transformation.")
+    parser.add_argument("--train-pairs", type=int, default=72)
+    parser.add_argument("--test-pairs", type=int, default=64)
+    parser.add_argument("--transform-pairs", type=int, default=20, help="Reversed test pairs per transformation.")
     parser.add_argument("--rate", type=float, default=0.9, help="Opener-on-chosen rate in training and ID test.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--subsample", type=float, default=0.8, help="Fraction of source rows each seed trains on.")
@@ -64,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--max-length", type=int, default=72, help="Tokens kept per sequence (the last ones).")
-    parser.add_argument("--local-oracle-pairs", type=int, default=16, help="Pairs augmented by SmolLM2 (0: skip).")
+    parser.add_argument("--local-oracle-pairs", type=int, default=0, help="Pairs for the local oracle (0: skip).")
     parser.add_argument("--local-max-new-tokens", type=int, default=96)
     return parser.parse_args(argv)
 
@@ -101,7 +101,7 @@ def local_oracle_rows(args, train: list[PlantedPair]) -> tuple[list[dict], dict]
         "causal_pairs_kept": len(causal),
         "causal_pairs_right_by_checker": sum(labels_right(r) for r in causal),
         "causal_pairs_opener_kept": sum(has_opener(r["chosen"]) == has_opener(r["rejected"]) for r in causal),
-        "summary": augmenter.summary.to_dict() if hasattr(augmenter.summary, "to_dict") else str(augmenter.summary),
+        "summary": augmenter.summary.to_dict(),
     }
     return rows, report
 
@@ -167,14 +167,13 @@ def main(argv=None) -> int:
     features_done = time.perf_counter()
     evals = {name: pair_matrices(store, rows) for name, rows in eval_rows.items()}
 
-    runs = list(RUNS) + (
-        [
-            ("Crome (programmatic), 16-pair subset", "crome_prog_subset", 1.0),
-            ("Crome (local SmolLM2), 16-pair subset", "crome_local_subset", 1.0),
+    runs = list(RUNS)
+    if args.local_oracle_pairs:
+        subset = f"augmented {args.local_oracle_pairs} of {len(train)} pairs"
+        runs += [
+            (f"Crome, programmatic oracle, {subset}", "crome_prog_subset", 1.0),
+            (f"Crome, local SmolLM2 oracle, {subset}", "crome_local_subset", 1.0),
         ]
-        if args.local_oracle_pairs
-        else []
-    )
     results = {}
     rows_all = sorted({p.row for p in train})
     for label, set_name, tie_weight in runs:

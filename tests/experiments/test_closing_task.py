@@ -23,7 +23,7 @@ from recipes.experiments.closing_task import (
     required_closing,
     satisfies,
 )
-from recipes.experiments.evidence import TRANSFORMS, split_pairs, transformed_sets
+from recipes.experiments.evidence import TRANSFORMS, parse_args, split_pairs, transformed_sets
 from recipes.experiments.reward_head import pair_accuracy, train_head
 from recipes.experiments.training_sets import crome_set, rrm_set, vanilla_set
 from tests.helpers import shared_data
@@ -90,24 +90,27 @@ def test_plant_opener_rejects_a_bad_rate():
 
 @pytest.fixture(scope="module")
 def splits():
-    path = shared_data("ultrafeedback/train.jsonl")
-    train, test = split_pairs(path.parents[1], 96, 80)
+    """The splits exactly as the evidence command builds them with its default sizes and rate."""
+    args = parse_args(["--data-dir", str(shared_data("ultrafeedback/train.jsonl").parents[1])])
+    train, test = split_pairs(args.data_dir, args.train_pairs, args.test_pairs)
     return (
-        plant_opener(train, 0.9, seed=0),
-        plant_opener(test, 0.9, seed=1),
-        plant_opener(test, 0.1, seed=1),
+        plant_opener(train, args.rate, seed=0),
+        plant_opener(test, args.rate, seed=1),
+        plant_opener(test, 1 - args.rate, seed=1),
     )
 
 
 def test_real_splits_have_the_claimed_rates(splits):
     train, in_distribution, reversed_ = splits
-    assert (len(train), len(in_distribution), len(reversed_)) == (96, 80, 80)
-    assert opener_rate(train) == round(0.9 * 96) / 96
-    assert opener_rate(in_distribution) == 0.9
-    assert opener_rate(reversed_) == pytest.approx(0.1)
-    assert not {p.row for p in train} & {p.row for p in in_distribution if p.prompt in {t.prompt for t in train}}
+    args = parse_args([])
+    assert (len(train), len(in_distribution), len(reversed_)) == (args.train_pairs, args.test_pairs, args.test_pairs)
+    # The rate is exact up to rounding to whole pairs: within half a pair of 90% / 10%.
+    for pairs, rate in ((train, 0.9), (in_distribution, 0.9), (reversed_, 0.1)):
+        assert opener_rate(pairs) == round(rate * len(pairs)) / len(pairs)
+        assert abs(opener_rate(pairs) - rate) <= 0.5 / len(pairs)
+    assert not {p.prompt for p in train} & {p.prompt for p in in_distribution}
     for pairs in splits:
-        assert all(satisfies(p.prompt, p.chosen) and not satisfies(p.prompt, p.rejected) for p in pairs)
+        assert all(labels_right(p.to_dict()) for p in pairs)
         assert all(has_opener(p.chosen) != has_opener(p.rejected) for p in pairs)
 
 
