@@ -139,8 +139,9 @@ def build_model(model_name: str, attn: str, tiny: bool) -> torch.nn.Module:
         return AutoModelForSequenceClassification.from_config(config, dtype=dtype, attn_implementation=attn)
 
 
-def timed_steps(trainer, batches: list[list[dict]], warmup: list[dict]) -> dict[str, float]:
-    """Time `len(batches)` optimizer steps (collation, `training_step`, optimizer step) after one warm-up step."""
+def timed_steps(trainer, batches: list[list[dict]]) -> dict[str, float]:
+    """Time `len(batches)` optimizer steps (collation, `training_step`, optimizer step), after an untimed warm-up step
+    on the first batch: lazy initializations, optimizer states, kernel compilation, first touch of the memory."""
     trainer.create_optimizer()
     trainer.current_gradient_accumulation_steps = 1  # set by `Trainer.train`, read by `training_step`
     on_gpu = torch.cuda.is_available()
@@ -154,7 +155,7 @@ def timed_steps(trainer, batches: list[list[dict]], warmup: list[dict]) -> dict[
         trainer.optimizer.zero_grad(set_to_none=True)
         return real, computed
 
-    step(warmup)
+    step(batches[0])
     if on_gpu:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -179,7 +180,7 @@ def run_model(model_name: str, args: argparse.Namespace) -> None:
     attn = pick_attention(model_name, args.attn, args.tiny)
     model = build_model(model_name, attn, args.tiny)
     non_embedding = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
-    pairs = synthetic_pairs(args.batch_size * args.steps + 1, args.max_length, model.config.vocab_size)
+    pairs = synthetic_pairs(args.batch_size * args.steps, args.max_length, model.config.vocab_size)
     batches = [pairs[i * args.batch_size : (i + 1) * args.batch_size] for i in range(args.steps)]
     tokenizer = placeholder_tokenizer()
     settings = dict(
@@ -213,7 +214,7 @@ def run_model(model_name: str, args: argparse.Namespace) -> None:
             trainer = CromeRewardTrainer(
                 model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
             )
-        results[name] = timed_steps(trainer, batches, warmup=pairs[-1:])
+        results[name] = timed_steps(trainer, batches)
         trainer.optimizer = None  # free the optimizer states before the next trainer
         del trainer
         gc.collect()
