@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 # RewardBench beside a checkout of this project (the layout of its development machines), used when present.
 SHARED_REWARDBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rewardbench" / "filtered.jsonl"
-DEFAULT_TRANSFORMS = ("add_quotes", "distractor_suffix", "char_swap", "homoglyph", "markdown_strip")
+DEFAULT_TRANSFORMS = ("add_quotes", "distractor_suffix", "char_swap", "markdown_strip")
 HELD_OUT_SUBSET = "quickstart-held-out"
 
 
@@ -41,18 +41,18 @@ class QuickstartConfig:
             Where the augmented data, the model, the card and the evaluation reports go.
         num_pairs (`int`, *optional*, defaults to `16`):
             Original pairs to augment and train on.
-        max_steps (`int`, *optional*, defaults to `30`):
+        max_steps (`int`, *optional*, defaults to `20`):
             Training steps.
         max_length (`int`, *optional*, defaults to `256`):
             Longest training (and scoring) sequence, in tokens.
         rewardbench (`str`, *optional*):
             RewardBench file or `"hub"`. Unset: `../shared/data/rewardbench/filtered.jsonl` beside the project when it
             exists, else the Hub when reachable, else a held-out part of the data.
-        rewardbench_per_subset (`int`, *optional*, defaults to `4`):
+        rewardbench_per_subset (`int`, *optional*, defaults to `3`):
             RewardBench pairs scored per subset.
         transforms (`list[str]`):
             Robustness transformations.
-        robustness_per_subset (`int`, *optional*, defaults to `2`):
+        robustness_per_subset (`int`, *optional*, defaults to `1`):
             RewardBench pairs per subset that are transformed.
         identify_rubrics (`bool`, *optional*, defaults to `False`):
             Ask the oracle for each prompt's causal attributes. Off by default: a 135M model rarely writes the rubric
@@ -66,12 +66,12 @@ class QuickstartConfig:
     dataset: str | None = None
     output_dir: str = "outputs/quickstart"
     num_pairs: int = 16
-    max_steps: int = 30
+    max_steps: int = 20
     max_length: int = 256
     rewardbench: str | None = None
-    rewardbench_per_subset: int = 4
+    rewardbench_per_subset: int = 3
     transforms: list[str] = field(default_factory=lambda: list(DEFAULT_TRANSFORMS))
-    robustness_per_subset: int = 2
+    robustness_per_subset: int = 1
     identify_rubrics: bool = False
     oracle_model: str | None = None
     seed: int = 42

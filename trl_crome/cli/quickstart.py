@@ -15,11 +15,11 @@ def register(subparsers) -> None:
     parser.add_argument("--dataset", help="Local file or Hub name of preference data (default: the package's set).")
     parser.add_argument("--output_dir", default="outputs/quickstart", help="Where everything is written.")
     parser.add_argument("--num_pairs", type=int, default=16, help="Original pairs to augment and train on.")
-    parser.add_argument("--max_steps", type=int, default=30, help="Training steps.")
+    parser.add_argument("--max_steps", type=int, default=20, help="Training steps.")
     parser.add_argument("--max_length", type=int, default=256, help="Longest sequence, in tokens.")
     parser.add_argument("--rewardbench", help="RewardBench file or 'hub' (default: shared copy, Hub, or held out).")
-    parser.add_argument("--rewardbench_per_subset", type=int, default=4, help="RewardBench pairs per subset.")
-    parser.add_argument("--transforms", nargs="+", help="Robustness transformations (default: five local ones).")
+    parser.add_argument("--rewardbench_per_subset", type=int, default=3, help="RewardBench pairs per subset.")
+    parser.add_argument("--transforms", nargs="+", help="Robustness transformations (default: four local ones).")
     parser.add_argument(
         "--rubrics", dest="identify_rubrics", action="store_true", help="Ask the local oracle for causal rubrics."
     )
