@@ -278,7 +278,7 @@ class CromeAugmenter:
             keys = list(prompts)
             max_tokens = config.rubric_max_output_tokens
             requests = [rubric_request(prompts[key], config.max_attributes, max_tokens) for key in keys]
-            answers = ask_oracle(self.oracle, requests, summary, "Crome rubrics", config.show_progress)
+            answers = ask_oracle(self.oracle, requests, summary, "Crome rubrics", "prompt", config.show_progress)
             responses = dict(zip(keys, answers))
         rubrics, fallbacks = resolve_rubrics(
             prompts, responses, config.max_attributes, config.fallback_attributes, config.seed
@@ -295,7 +295,9 @@ class CromeAugmenter:
         directions = [d for d in REWRITE_TEMPLATES if d in config.directions]
         tasks = rewrite_tasks(rows, attributes, directions)
         requests = [task.request(config.rewrite_max_output_tokens, config.temperature) for task in tasks]
-        responses = ask_oracle(self.oracle, requests, summary, "Crome counterfactuals", config.show_progress)
+        responses = ask_oracle(
+            self.oracle, requests, summary, "Crome counterfactuals", "rewrite", config.show_progress
+        )
         pairs, rejects = causal_pairs(tasks, responses, self.validator)
         summary.rejects = counts(rejects)
         return pairs

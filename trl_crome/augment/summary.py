@@ -114,6 +114,7 @@ def ask_oracle(
     requests: Sequence[OracleRequest],
     summary: AugmentationSummary,
     desc: str,
+    unit: str = "req",
     show_progress: bool = True,
 ) -> list[OracleResponse]:
     """Answer `requests` in order, with a progress bar showing calls, cache hits, tokens and estimated cost.
@@ -124,7 +125,7 @@ def ask_oracle(
 
     async def consume() -> list[OracleResponse]:
         responses: list[OracleResponse | None] = [None] * len(requests)
-        with tqdm(total=len(requests), desc=desc, unit="req", disable=not show_progress) as bar:
+        with tqdm(total=len(requests), desc=desc, unit=unit, disable=not show_progress) as bar:
             async for index, response in oracle.astream(requests):
                 responses[index] = response
                 summary.record(oracle, response)
