@@ -7,8 +7,6 @@ Both runs score exactly the same sequences; the rewards are checked to agree.
 
     PYTHONPATH=. python benchmarks/eval_throughput.py --pairs 128 --batch-size 16
 
-On a shared machine the wall-clock ratio is noisy; the ratio of process CPU times is printed beside it.
-
 On a shared machine the wall-clock ratio is noisy; the process CPU time ratio is printed beside it.
 """
 
