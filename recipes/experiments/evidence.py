@@ -113,7 +113,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     train_base, test_base = split_pairs(args.data_dir, args.train_pairs, args.test_pairs)
     train = plant_opener(train_base, args.rate, seed=0)
@@ -158,6 +157,12 @@ def main(argv=None) -> int:
 
     store = FeatureStore(args.output_dir / "features.pt", _model_path(), max_length=args.max_length)
     eval_rows = {name: [p.to_dict() for p in pairs] for name, pairs in tests.items()} | transformed
+    # Diagnostics on the test pairs: the causal attribute alone (no opener on either side), and the opener alone
+    # (the same chosen answer with and without it: "accuracy" there is how often the opener raises the reward).
+    eval_rows["no opener"] = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in test_base]
+    eval_rows["opener preferred"] = [
+        {"prompt": p.prompt, "chosen": f"{p.opener} {p.chosen}", "rejected": p.chosen} for p in test_base
+    ]
     store.compute(
         (row["prompt"], row[side])
         for rows in [*sets.values(), *eval_rows.values()]
@@ -165,6 +170,8 @@ def main(argv=None) -> int:
         for side in ("chosen", "rejected")
     )
     features_done = time.perf_counter()
+    # The head's steps are tiny: on a shared CPU, syncing several threads per op costs far more than the op itself.
+    torch.set_num_threads(1)
     evals = {name: pair_matrices(store, rows) for name, rows in eval_rows.items()}
 
     runs = list(RUNS)
@@ -215,14 +222,16 @@ def main(argv=None) -> int:
 
 def summary_table(results: dict[str, list[dict[str, float]]]) -> str:
     lines = [
-        "| training set | in-distribution | reversed | gap (ID - reversed) | transformed (reversed) |",
-        "|---|---|---|---|---|",
+        "| training set | in-distribution | reversed | gap (ID - reversed) | transformed (reversed) "
+        "| no opener | opener preferred |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, per_seed in results.items():
         ind, rev = (mean_std([100 * s[k] for s in per_seed]) for k in ("in-distribution", "reversed"))
         gap = mean_std([100 * (s["in-distribution"] - s["reversed"]) for s in per_seed])
         trans = mean_std([100 * statistics.mean(s[k] for k in TRANSFORMS) for s in per_seed])
-        cells = [f"{m:.1f} ± {sd:.1f}" for m, sd in (ind, rev, gap, trans)]
+        clean, opener = (mean_std([100 * s[k] for s in per_seed]) for k in ("no opener", "opener preferred"))
+        cells = [f"{m:.1f} ± {sd:.1f}" for m, sd in (ind, rev, gap, trans, clean, opener)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -247,9 +256,9 @@ def plot(results: dict[str, list[dict[str, float]]], path: Path) -> None:
     ax.axhline(50, color="grey", linewidth=0.8, linestyle="--")
     ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
     ax.set_ylabel("pairwise accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 112)
     ax.set_title("Frozen SmolLM2-135M + trained reward head: opener on chosen in 90% (ID) vs 10% (reversed) of pairs")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right", ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
