@@ -60,14 +60,15 @@ def load_train_pairs(path: Path, count: int, max_chars: int) -> Dataset:
 def common_args(output_dir: str, args: argparse.Namespace) -> dict:
     return dict(
         output_dir=output_dir,
-        per_device_train_batch_size=args.batch_size,
+        per_device_train_batch_size=args.micro_batch_size,
+        gradient_accumulation_steps=max(1, args.batch_size // args.micro_batch_size),
         num_train_epochs=args.epochs,
         learning_rate=args.learning_rate,
         lr_scheduler_type="constant",
         logging_steps=5,
         report_to=[],
         bf16=False,
-        gradient_checkpointing=False,
+        gradient_checkpointing=True,  # activations of a 30-layer model do not fit beside other jobs otherwise
         save_strategy="no",
         seed=args.seed,
         disable_tqdm=False,
@@ -107,7 +108,8 @@ def main() -> None:
     parser.add_argument("--per-subset", type=int, default=2, help="RewardBench pairs per subset (23 subsets).")
     parser.add_argument("--bt-max-length", type=int, default=384)
     parser.add_argument("--pairpm-max-length", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="Pairs per optimizer step.")
+    parser.add_argument("--micro-batch-size", type=int, default=4, help="Pairs per forward pass.")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--lora-r", type=int, default=16)
