@@ -125,6 +125,7 @@ def test_model_card_carries_the_crome_settings_and_results(recipe_run):
     front_matter = card.split("---")[1]
     for tag in ("trl", "reward-trainer", "crome"):
         assert f"- {tag}" in front_matter
+    assert "# Model Card for out" in card
     # Crome loss and the training pairs per kind (originals + kept augmented pairs).
     assert "lambda = 1.0" in card
     for kind, count in results["augmentation"]["pairs"].items():

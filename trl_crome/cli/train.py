@@ -574,11 +574,12 @@ def run_recipe(script_args, training_args, model_args, augment_args) -> RecipeRe
     # 5. Model card and Hub
     sections = model_card_sections(script_args, model_args, augment_args, result)
     card_dataset = script_args.dataset_name if not Path(script_args.dataset_name).exists() else None
+    model_name = (training_args.hub_model_id or training_args.output_dir).rstrip("/").split("/")[-1]
     if hasattr(trainer, "model_card_sections"):
         trainer.model_card_sections.update(sections)
-        trainer.create_model_card(dataset_name=card_dataset)
+        trainer.create_model_card(model_name=model_name, dataset_name=card_dataset)
     else:  # a trainer without recipe sections in its card (PairPM): append them before the citations
-        trainer.create_model_card(dataset_name=card_dataset)
+        trainer.create_model_card(model_name=model_name, dataset_name=card_dataset)
         if trainer.is_world_process_zero():
             _add_card_sections(Path(training_args.output_dir) / "README.md", sections)
     if trainer.is_world_process_zero():
