@@ -1,7 +1,10 @@
-"""The recipe end to end under `accelerate launch --cpu --num_processes 2`: a tiny random Llama reward model (real
+"""The recipe end to end under `accelerate launch` with 2 CPU processes: a tiny random Llama reward model (real
 SmolLM2 tokenizer) is trained on pairs of the package's own preference set, augmented through the real
 `GeminiOracle` talking to a local Gemini REST server with scripted answers (an LLM cannot run in a test), filtered
-with a baseline model, evaluated on a tiny RewardBench-format file and a robustness check, saved with its card."""
+with a baseline model, evaluated on a tiny RewardBench-format file and a robustness check, saved with its card.
+
+accelerate's `--cpu` launcher starts one process unless it is given an MPI hostfile, so the processes are started by
+its torch-elastic launcher (`--multi_gpu`) and join a gloo group because the config sets `use_cpu: true`."""
 
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ def recipe_run(tmp_path_factory):
     with GeminiServer(responder=gemini_responder) as server:
         command = [
             sys.executable, "-m", "accelerate.commands.launch",
-            "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+            "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
             "--dynamo_backend", "no", "--main_process_port", str(free_port()),
             str(REPO / "recipes" / "crome.py"),
             "--config", str(REPO / "recipes" / "configs" / "tiny.yaml"),
@@ -103,6 +106,7 @@ def test_recipe_trains_evaluates_and_saves(recipe_run):
     assert (output_dir / "crome_data" / "dataset" / "dataset_info.json").exists()
 
     # Two steps of 2 pairs on each of 2 processes, logged every step.
+    assert results["world_size"] == 2
     assert results["train_metrics"]["epoch"] > 0
     assert 0.0 <= results["train_metrics"]["accuracy"] <= 1.0
 

@@ -173,6 +173,7 @@ class RecipeResult:
     """What one recipe run produced: the augmentation summary, the last training metrics and the evaluations."""
 
     output_dir: str
+    world_size: int = 1  # training processes
     augmentation: Any = None  # AugmentationSummary
     train_metrics: dict[str, float] = field(default_factory=dict)
     rewardbench: Any = None  # RewardBenchResult
@@ -181,6 +182,7 @@ class RecipeResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "output_dir": self.output_dir,
+            "world_size": self.world_size,
             "augmentation": self.augmentation.to_dict() if self.augmentation is not None else None,
             "train_metrics": self.train_metrics,
             "rewardbench": self.rewardbench.to_dict() if self.rewardbench is not None else None,
@@ -565,6 +567,7 @@ def run_recipe(script_args, training_args, model_args, augment_args) -> RecipeRe
     # 3. Training and saving
     trainer = _train(trainer_class, model_args, training_args, train_dataset, eval_dataset)
     result.train_metrics = last_train_metrics(trainer.state.log_history)
+    result.world_size = trainer.args.world_size
 
     # 4. Evaluation of the saved model, on the main process (the others wait at the barrier below)
     if trainer.is_world_process_zero():
