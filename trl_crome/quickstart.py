@@ -26,7 +26,7 @@ HELD_OUT_SUBSET = "quickstart-held-out"
 
 def default_dataset_path() -> Path:
     """The package's own small preference set (62 conversational pairs written for trl-crome)."""
-    return Path(str(importlib.resources.files("trl_crome") / "data" / "preferences.jsonl"))
+    return Path(str(importlib.resources.files("trl_crome") / "resources" / "preferences.jsonl"))
 
 
 @dataclass
