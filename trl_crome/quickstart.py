@@ -189,7 +189,8 @@ def build_recipe_args(config: QuickstartConfig) -> tuple:
         attributes_per_example=1,
         max_attributes=2,
         rubric_max_output_tokens=128,
-        rewrite_max_output_tokens=128,
+        rewrite_max_output_tokens=192,
+        accept_plain_text_rewrites=True,  # SmolLM2-135M rarely writes the JSON; its plain rewrites are still validated
         neutrals_per_original=1,
         neutrals_per_causal=1,
         filter_augmented=False,  # no baseline RM in the quickstart: every valid augmented pair is kept

@@ -65,6 +65,17 @@ def test_oracle_failures_become_reasons():
     assert parse_rewrite(OracleResponse(text="x", parsed={"rewritten": "new"})) == ("new", None)
 
 
+def test_plain_text_rewrites_are_accepted_only_when_asked():
+    malformed = OracleResponse(text="  A plain rewrite.  ", error="malformed")
+    assert parse_rewrite(malformed) == (None, "malformed")
+    assert parse_rewrite(malformed, accept_plain_text=True) == ("A plain rewrite.", None)
+    assert parse_rewrite(OracleResponse(text="cut off", error="truncated"), accept_plain_text=True) == (
+        None,
+        "truncated",
+    )
+    assert parse_rewrite(OracleResponse(text=" ", error="malformed"), accept_plain_text=True) == (None, "malformed")
+
+
 def test_tasks_requests_and_pairs():
     row = SourceRow(7, "How do I boil an egg?", SOURCE, "Fry it in oil for a minute or two, then eat.")
     accuracy = CausalAttribute(name="accuracy", description="Right facts.")

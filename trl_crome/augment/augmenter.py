@@ -61,6 +61,9 @@ class CromeAugmenterConfig:
             Attributes rewritten per example, the prompt's first ones (the oracle lists the most important first).
         rewrite_max_output_tokens (`int`, *optional*, defaults to `2048`):
             Output token limit of a rewrite call; a longer answer is rejected as `"truncated"`.
+        accept_plain_text_rewrites (`bool`, *optional*, defaults to `False`):
+            Take a rewrite answer that is not the requested JSON as the rewritten text itself, instead of rejecting
+            it as `"malformed"`. For small local oracles that rarely write valid JSON; validation still applies.
         temperature (`float`, *optional*, defaults to `0.0`):
             Sampling temperature of the oracle calls.
 
@@ -130,6 +133,13 @@ class CromeAugmenterConfig:
     )
     attributes_per_example: int = field(default=2, metadata={"help": "Attributes rewritten per example."})
     rewrite_max_output_tokens: int = field(default=2048, metadata={"help": "Output token limit of a rewrite call."})
+    accept_plain_text_rewrites: bool = field(
+        default=False,
+        metadata={
+            "help": "Take a rewrite answer that is not the requested JSON as the rewritten text itself (for small "
+            "local oracles that rarely write valid JSON); the validation still applies."
+        },
+    )
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the oracle calls."})
     min_length_ratio: float = field(
         default=0.5, metadata={"help": "Smallest accepted length of a rewrite relative to its source."}
@@ -298,7 +308,7 @@ class CromeAugmenter:
         responses = ask_oracle(
             self.oracle, requests, summary, "Crome counterfactuals", "rewrite", config.show_progress
         )
-        pairs, rejects = causal_pairs(tasks, responses, self.validator)
+        pairs, rejects = causal_pairs(tasks, responses, self.validator, self.config.accept_plain_text_rewrites)
         summary.rejects = counts(rejects)
         return pairs
 

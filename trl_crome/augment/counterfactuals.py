@@ -158,23 +158,31 @@ class CounterfactualValidator:
         return True
 
 
-def parse_rewrite(response: OracleResponse) -> tuple[str | None, str | None]:
-    """`(rewritten, None)` for a usable answer, `(None, reason)` otherwise (the oracle's error or `"malformed"`)."""
-    if not response.ok:
+def parse_rewrite(response: OracleResponse, accept_plain_text: bool = False) -> tuple[str | None, str | None]:
+    """`(rewritten, None)` for a usable answer, `(None, reason)` otherwise (the oracle's error or `"malformed"`).
+
+    With `accept_plain_text`, an answer that is not the requested JSON is taken as the rewrite itself: small local
+    models rarely write valid JSON, and the validation that follows still checks the text."""
+    if response.error not in (None, "malformed"):
         return None, response.error
     try:
         return Rewrite.model_validate(response.parsed).rewritten, None
     except ValidationError:
+        if accept_plain_text and (response.text or "").strip():
+            return response.text.strip(), None
         return None, "malformed"
 
 
 def causal_pairs(
-    tasks: Sequence[RewriteTask], responses: Sequence[OracleResponse], validator: CounterfactualValidator
+    tasks: Sequence[RewriteTask],
+    responses: Sequence[OracleResponse],
+    validator: CounterfactualValidator,
+    accept_plain_text: bool = False,
 ) -> tuple[list[CromePair], Counter[str]]:
     """The causal pairs of the accepted rewrites, in task order, and the count of rejected rewrites per reason."""
     pairs, rejects = [], Counter()
     for task, response in zip(tasks, responses, strict=True):
-        rewritten, reason = parse_rewrite(response)
+        rewritten, reason = parse_rewrite(response, accept_plain_text)
         if reason is None:
             reason = validator(answer_text(task.source), rewritten)
         if reason is None:
