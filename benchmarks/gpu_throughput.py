@@ -28,51 +28,17 @@ import time
 
 import torch
 from datasets import Dataset
+from model_shapes import MODEL_SHAPES  # beside this script
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
-from transformers import AutoModelForSequenceClassification, Gemma2Config, PreTrainedTokenizerFast, Qwen2Config
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 from trl import RewardConfig, RewardTrainer
 
 from trl_crome import CromeRewardConfig, CromeRewardTrainer
 
 H100_BF16_DENSE_FLOPS = 989e12
 
-# The published configs of Qwen/Qwen2.5-7B-Instruct and google/gemma-2-2b-it (architecture numbers only).
-MODEL_CONFIGS = {
-    "qwen2.5-7b": (
-        Qwen2Config,
-        dict(
-            vocab_size=152064,
-            hidden_size=3584,
-            intermediate_size=18944,
-            num_hidden_layers=28,
-            num_attention_heads=28,
-            num_key_value_heads=4,
-            max_position_embeddings=32768,
-            rope_theta=1000000.0,
-            rms_norm_eps=1e-6,
-            tie_word_embeddings=False,
-        ),
-    ),
-    "gemma-2-2b": (
-        Gemma2Config,
-        dict(
-            vocab_size=256000,
-            hidden_size=2304,
-            intermediate_size=9216,
-            num_hidden_layers=26,
-            num_attention_heads=8,
-            num_key_value_heads=4,
-            head_dim=256,
-            query_pre_attn_scalar=256,
-            sliding_window=4096,
-            attn_logit_softcapping=50.0,
-            final_logit_softcapping=30.0,
-            max_position_embeddings=8192,
-            hidden_activation="gelu_pytorch_tanh",
-        ),
-    ),
-}
+MODEL_CONFIGS = {name: MODEL_SHAPES[name] for name in ("qwen2.5-7b", "gemma-2-2b")}
 TINY_OVERRIDES = dict(
     vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, head_dim=16
 )

@@ -27,54 +27,13 @@ import time
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForSequenceClassification, Gemma2Config, PretrainedConfig, Qwen2Config
+from model_shapes import model_config  # beside this script
+from transformers import AutoModelForSequenceClassification, PretrainedConfig
 
 from trl_crome.trainer.losses import composite_loss
 
 GB = 1024**3
 
-# The real models' configs (from their config.json on the Hub), minus what a reward model does not use.
-MODEL_CONFIGS = {
-    "gemma-2-9b": lambda: Gemma2Config(
-        vocab_size=256000,
-        hidden_size=3584,
-        intermediate_size=14336,
-        num_hidden_layers=42,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=256,
-        query_pre_attn_scalar=256,
-        sliding_window=4096,
-        attn_logit_softcapping=50.0,
-        final_logit_softcapping=30.0,
-        max_position_embeddings=8192,
-    ),
-    "qwen2.5-7b": lambda: Qwen2Config(
-        vocab_size=152064,
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        max_position_embeddings=32768,
-        rope_theta=1000000.0,
-        tie_word_embeddings=False,
-    ),
-    "gemma-2-2b": lambda: Gemma2Config(
-        vocab_size=256000,
-        hidden_size=2304,
-        intermediate_size=9216,
-        num_hidden_layers=26,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        head_dim=256,
-        query_pre_attn_scalar=256,
-        sliding_window=4096,
-        attn_logit_softcapping=50.0,
-        final_logit_softcapping=30.0,
-        max_position_embeddings=8192,
-    ),
-}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA_RANK = 16
 
@@ -123,7 +82,7 @@ def shrink(config: PretrainedConfig) -> PretrainedConfig:
 
 
 def build_config(model: str, tiny: bool) -> PretrainedConfig:
-    config = MODEL_CONFIGS[model]()
+    config = model_config(model)
     config.num_labels = 1
     config.pad_token_id = 0
     # Gemma-2 soft-caps attention logits, which sdpa does not support: the recipes use eager attention.
