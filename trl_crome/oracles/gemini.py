@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx2 as httpx  # the HTTP client google-genai talks through (a dependency of this package)
 from google import genai
 from google.genai import errors, types
 from pydantic import BaseModel, SecretStr
@@ -29,11 +30,6 @@ from .base import (
     is_transient_error,
     parse_retry_after,
 )
-
-try:  # google-genai talks through httpx2 when installed, else httpx
-    import httpx2 as httpx
-except ImportError:  # pragma: no cover
-    import httpx
 
 logger = logging.getLogger(__name__)
 

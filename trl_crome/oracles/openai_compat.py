@@ -8,6 +8,7 @@ import os
 import weakref
 from typing import Any
 
+import httpx2 as httpx  # the HTTP client google-genai talks through (a dependency of this package)
 from pydantic import SecretStr
 
 from .base import (
@@ -20,11 +21,6 @@ from .base import (
     is_transient_error,
     parse_retry_after,
 )
-
-try:  # the fork google-genai installs; same API
-    import httpx2 as httpx
-except ImportError:  # pragma: no cover
-    import httpx
 
 logger = logging.getLogger(__name__)
 
