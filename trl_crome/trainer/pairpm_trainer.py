@@ -35,6 +35,7 @@ from ..data import (
 )
 from ..pairpm import PAIRPM_CONFIG_NAME, PairPMFormatter, pad_left, preference_logits
 from .losses import composite_loss
+from .metrics import per_kind_metrics
 from .pairpm_config import CromePairPMConfig
 from .reward_trainer import KIND_ID_COLUMN, CromeRewardTrainer, _add_kind_id
 
@@ -384,11 +385,7 @@ class CromePairPMTrainer(_BaseTrainer):
             metrics["accuracy"] = (p_chosen[~tie] > 0.5).float().mean().item()
         if tie.any():
             metrics["tie_p_deviation"] = (p_chosen[tie] - 0.5).abs().mean().item()
-        for index in kind_id.unique().tolist():
-            of_kind = kind_id == index
-            metrics[f"loss/{self.kind_names[index]}"] = per_pair[of_kind].mean().item()
-            metrics[f"count/{self.kind_names[index]}"] = of_kind.sum().item()
-        return metrics
+        return metrics | per_kind_metrics(per_pair, kind_id, self.kind_names)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"

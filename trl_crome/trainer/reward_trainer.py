@@ -28,6 +28,7 @@ from ..data import (
 from ..packing import packed_rewards, uses_flash_attention
 from .config import CromeRewardConfig
 from .losses import composite_loss
+from .metrics import per_kind_metrics
 from .packing import DataCollatorForPaddingFreePreference
 
 KIND_ID_COLUMN = "kind_id"
@@ -274,11 +275,7 @@ class CromeRewardTrainer(RewardTrainer):
             metrics["margin"] = delta[~tie].mean().item()
         if tie.any():
             metrics["tie_abs_margin"] = delta[tie].abs().mean().item()
-        for index in kind_id.unique().tolist():
-            of_kind = kind_id == index
-            metrics[f"loss/{self.kind_names[index]}"] = per_pair[of_kind].mean().item()
-            metrics[f"count/{self.kind_names[index]}"] = of_kind.sum().item()
-        return metrics
+        return metrics | per_kind_metrics(per_pair, kind_id, self.kind_names)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
