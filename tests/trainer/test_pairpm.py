@@ -373,6 +373,12 @@ def test_conversational_implicit_prompt_kinds_and_truncation_metrics(tmp_path, t
     assert logs["count/causal"] == 2 and logs["count/neutral"] == 2
     assert {"loss/causal", "loss/neutral", "accuracy", "tie_p_deviation", "position_bias"} <= set(logs)
 
+    trainer.model_card_sections["Evaluation"] = "| section | accuracy |\n|---|---|\n| Chat | 50.0 |"
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text()
+    assert "## Crome training" in card and "lambda = 1.0" in card and "| neutral | 2 |" in card
+    assert card.index("### Evaluation") < card.index("## Citations") and "| Chat | 50.0 |" in card
+
 
 def test_rejects_sequence_classification_models_and_wrong_peft_task(tmp_path, tokenizer):
     from peft import LoraConfig

@@ -518,13 +518,6 @@ def model_card_sections(script_args, model_args, augment_args, result: RecipeRes
     return sections
 
 
-def _add_card_sections(card_path: Path, sections: dict[str, str]) -> None:
-    card = card_path.read_text(encoding="utf-8")
-    body = "".join(f"## {title}\n\n{text.strip()}\n\n" for title, text in sections.items())
-    card = card.replace("## Citations", body + "## Citations", 1) if "## Citations" in card else card + "\n" + body
-    card_path.write_text(card, encoding="utf-8")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The pipeline
 # ---------------------------------------------------------------------------------------------------------------
@@ -578,13 +571,8 @@ def run_recipe(script_args, training_args, model_args, augment_args) -> RecipeRe
     sections = model_card_sections(script_args, model_args, augment_args, result)
     card_dataset = script_args.dataset_name if not Path(script_args.dataset_name).exists() else None
     model_name = (training_args.hub_model_id or training_args.output_dir).rstrip("/").split("/")[-1]
-    if hasattr(trainer, "model_card_sections"):
-        trainer.model_card_sections.update(sections)
-        trainer.create_model_card(model_name=model_name, dataset_name=card_dataset)
-    else:  # a trainer without recipe sections in its card (PairPM): append them before the citations
-        trainer.create_model_card(model_name=model_name, dataset_name=card_dataset)
-        if trainer.is_world_process_zero():
-            _add_card_sections(Path(training_args.output_dir) / "README.md", sections)
+    trainer.model_card_sections.update(sections)
+    trainer.create_model_card(model_name=model_name, dataset_name=card_dataset)
     if trainer.is_world_process_zero():
         results_file = Path(training_args.output_dir) / RESULTS_FILE
         results_file.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")

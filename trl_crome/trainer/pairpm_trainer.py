@@ -36,6 +36,7 @@ from ..data import (
 from ..pairpm import PAIRPM_CONFIG_NAME, PairPMFormatter, pad_left, preference_logits
 from .losses import composite_loss
 from .metrics import per_kind_metrics
+from .model_card import CromeModelCardMixin
 from .pairpm_config import CromePairPMConfig
 from .reward_trainer import KIND_ID_COLUMN, CromeRewardTrainer, _add_kind_id
 
@@ -109,7 +110,7 @@ class DataCollatorForPairPM(DataCollatorMixin):
         return output
 
 
-class CromePairPMTrainer(_BaseTrainer):
+class CromePairPMTrainer(CromeModelCardMixin, _BaseTrainer):
     """
     Trainer for Crome pairwise preference models (PairPM, [Robust Reward Modeling via Causal
     Rubrics](https://huggingface.co/papers/2506.16507)).
@@ -238,6 +239,7 @@ class CromePairPMTrainer(_BaseTrainer):
         # Grows while datasets are prepared, so it holds every kind of train and eval data.
         self.kind_names: list[str] = list(DEFAULT_KINDS)
         self.train_kind_counts: dict[str, int] = {}
+        self.model_card_sections: dict[str, str] = {}  # see `CromeModelCardMixin`
         self._pair_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
 
         if data_collator is None:
@@ -352,7 +354,7 @@ class CromePairPMTrainer(_BaseTrainer):
         # Orient each sequence's logit towards the chosen answer: the target is then 1 (0.5 for ties) in both orders.
         delta_chosen = torch.where(chosen_is_a, delta, -delta)
         per_sequence = composite_loss(
-            delta_chosen, tie[pair_index], None if margin is None else margin[pair_index], self.args.tie_loss_weight
+            delta_chosen, tie[pair_index], None if margin is None else margin[pair_index], self.tie_loss_weight
         )
         orders = torch.bincount(pair_index, minlength=tie.shape[0])
         per_pair = torch.zeros_like(tie, dtype=per_sequence.dtype).index_add(0, pair_index, per_sequence) / orders

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from ..packing import packed_rewards, uses_flash_attention
 from .config import CromeRewardConfig
 from .losses import composite_loss
 from .metrics import per_kind_metrics
+from .model_card import CromeModelCardMixin
 from .packing import DataCollatorForPaddingFreePreference
 
 KIND_ID_COLUMN = "kind_id"
@@ -77,7 +77,7 @@ def _add_length(example: dict[str, Any], length_column: str) -> dict[str, int]:
     return {length_column: max(len(example["chosen_ids"]), len(example["rejected_ids"]))}
 
 
-class CromeRewardTrainer(RewardTrainer):
+class CromeRewardTrainer(CromeModelCardMixin, RewardTrainer):
     """
     Trainer for Crome reward models ([Robust Reward Modeling via Causal Rubrics](https://huggingface.co/papers/2506.16507)).
 
@@ -178,11 +178,6 @@ class CromeRewardTrainer(RewardTrainer):
                 pad_token_id=self.processing_class.pad_token_id, pad_to_multiple_of=self.args.pad_to_multiple_of
             )
 
-    @property
-    def tie_loss_weight(self) -> float:
-        # A plain `RewardConfig` keeps working (drop-in): it trains with the default lambda.
-        return getattr(self.args, "tie_loss_weight", CromeRewardConfig.tie_loss_weight)
-
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         dataset, kinds = validate_preference_dataset(dataset, dataset_name)
         self.kind_names += [kind for kind in kinds if kind not in self.kind_names]
@@ -282,38 +277,3 @@ class CromeRewardTrainer(RewardTrainer):
         prefix = "eval_" if mode == "eval" else ""
         logs.update({f"{prefix}{key}": value for key, value in self._pair_metrics(mode).items()})
         super().log(logs, start_time)
-
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset_name: str | None = None,
-        tags: str | list[str] | None = None,
-    ):
-        """TRL's model card, plus a Crome section: the loss settings, the training pairs per kind, and the sections in
-        `self.model_card_sections` (augmentation settings, evaluation results, ...)."""
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        if not self.is_world_process_zero():
-            return
-        path = os.path.join(self.args.output_dir, "README.md")
-        with open(path, encoding="utf-8") as f:
-            card = f.read()
-        card = card.replace("## Citations", self._crome_card_section() + "\n## Citations", 1)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(card)
-
-    def _crome_card_section(self) -> str:
-        lines = [
-            "## Crome training",
-            "",
-            "Trained with Crome's composite loss: `-log sigmoid(d)` on preference pairs and "
-            "`lambda * -(log sigmoid(d) + log sigmoid(-d)) / 2` on neutral (tie) pairs, "
-            f"lambda = {self.tie_loss_weight}.",
-            "",
-            "| kind | training pairs |",
-            "|---|---|",
-            *(f"| {kind} | {count} |" for kind, count in self.train_kind_counts.items()),
-            "",
-        ]
-        for title, body in self.model_card_sections.items():
-            lines += [f"### {title}", "", body.strip(), ""]
-        return "\n".join(lines)
