@@ -83,3 +83,16 @@ def test_the_trainer_raises_at_construction_before_tokenizing(tmp_path, tokenize
 def test_defaults_for_rows_without_tie_or_kind():
     data = Dataset.from_list([{**GOOD, "tie": i == 1} for i in range(3)]).remove_columns("kind")
     assert validate_preference_dataset(data)[1] == ["original", "neutral"]
+
+
+def test_a_streamed_dataset_with_an_unknown_kind_names_the_row(tmp_path, tokenizer):
+    """Kinds of a stream cannot be collected up front: an unknown one fails when its row streams, named."""
+    rows = rows_with(2, kind="paraphrase")
+    trainer = CromeRewardTrainer(
+        tiny_reward_model(tokenizer),
+        args=tiny_args(tmp_path),
+        train_dataset=Dataset.from_list(rows).to_iterable_dataset(),
+        processing_class=tokenizer,
+    )
+    with pytest.raises(CromeDataError, match="train dataset, row 2, field 'kind': unknown kind 'paraphrase'"):
+        list(trainer.train_dataset)

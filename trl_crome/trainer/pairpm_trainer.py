@@ -301,7 +301,9 @@ class CromePairPMTrainer(CromeModelCardMixin, _BaseTrainer):
             )
             if KIND_COLUMN in columns:
                 kind_ids = {name: index for index, name in enumerate(self.kind_names)}
-                dataset = dataset.map(_add_kind_id, fn_kwargs={"kind_ids": kind_ids})
+                dataset = dataset.map(
+                    _add_kind_id, with_indices=True, fn_kwargs={"kind_ids": kind_ids, "dataset_name": dataset_name}
+                )
         if isinstance(dataset, Dataset):
             truncated = sum(dataset[TRUNCATED_COLUMN])
             if truncated:

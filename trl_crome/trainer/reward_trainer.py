@@ -21,6 +21,7 @@ from ..data import (
     KIND_NEUTRAL,
     KIND_ORIGINAL,
     TIE_COLUMN,
+    CromeDataError,
     default_kind,
     validate_preference_dataset,
 )
@@ -68,8 +69,16 @@ def _add_pair_labels(output: dict[str, Any], examples: list[dict[str, Any]]) -> 
     return output
 
 
-def _add_kind_id(example: dict[str, Any], kind_ids: dict[str, int]) -> dict[str, int]:
-    return {KIND_ID_COLUMN: kind_ids[example[KIND_COLUMN]]}
+def _add_kind_id(example: dict[str, Any], index: int, kind_ids: dict[str, int], dataset_name: str) -> dict[str, int]:
+    kind = example[KIND_COLUMN]
+    if kind not in kind_ids:  # only a streamed dataset gets here: its kinds cannot be collected up front
+        raise CromeDataError(
+            f"unknown kind {kind!r}; a streamed dataset may use only {sorted(kind_ids)}",
+            dataset_name=dataset_name,
+            row=index,
+            field=KIND_COLUMN,
+        )
+    return {KIND_ID_COLUMN: kind_ids[kind]}
 
 
 def _add_length(example: dict[str, Any], length_column: str) -> dict[str, int]:
@@ -185,7 +194,9 @@ class CromeRewardTrainer(CromeModelCardMixin, RewardTrainer):
         columns = get_dataset_column_names(dataset)
         if KIND_COLUMN in columns and KIND_ID_COLUMN not in columns:
             kind_ids = {name: index for index, name in enumerate(self.kind_names)}
-            dataset = dataset.map(_add_kind_id, fn_kwargs={"kind_ids": kind_ids})
+            dataset = dataset.map(
+                _add_kind_id, with_indices=True, fn_kwargs={"kind_ids": kind_ids, "dataset_name": dataset_name}
+            )
             columns.append(KIND_ID_COLUMN)
         if dataset_name == "train" and isinstance(dataset, Dataset):
             self.train_kind_counts = self._count_kinds(dataset, columns)
