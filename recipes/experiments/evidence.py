@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
+from trl_crome.evaluation.scoring import build_input_ids
 from trl_crome.evaluation.transforms import apply_transform
 
 from .closing_oracle import ClosingSentenceOracle
@@ -31,8 +33,18 @@ from .closing_task import (
     plant_opener,
     satisfies,
 )
-from .reward_head import FeatureStore, pair_accuracy, pair_matrices, train_head
+from .last_layer_lora import (
+    CachedSequences,
+    LastLayerCache,
+    LastLayerRewardModel,
+    pair_accuracy,
+    sequence_key,
+    train_reward_model,
+)
 from .training_sets import crome_set, rrm_set, vanilla_set
+from .ultrafeedback_experiment import RealDataConfig, epoch_table, final_table
+from .ultrafeedback_experiment import plot as plot_ultrafeedback
+from .ultrafeedback_experiment import run as run_ultrafeedback
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 # Transformations that keep the task's ground truth (checked pair by pair): two on the prompt, two on the answers.
@@ -53,7 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DATA, help="The shared data folder (UltraFeedback inside).")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/evidence"))
-    parser.add_argument("--plot", type=Path, default=Path("docs/evidence.png"), help="Where to save the plot.")
+    parser.add_argument(
+        "--parts", nargs="+", choices=("closing", "ultrafeedback"), default=["closing", "ultrafeedback"]
+    )
+    parser.add_argument("--plot", type=Path, default=Path("docs/evidence.png"), help="The closing task's plot.")
+    parser.add_argument("--uf-plot", type=Path, default=Path("docs/evidence_ultrafeedback.png"))
     parser.add_argument("--train-pairs", type=int, default=72)
     parser.add_argument("--test-pairs", type=int, default=64)
     parser.add_argument("--transform-pairs", type=int, default=20, help="Reversed test pairs per transformation.")
@@ -62,10 +78,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--subsample", type=float, default=0.8, help="Fraction of source rows each seed trains on.")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=72, help="Tokens kept per sequence (the last ones).")
     parser.add_argument("--local-oracle-pairs", type=int, default=0, help="Pairs for the local oracle (0: skip).")
     parser.add_argument("--local-max-new-tokens", type=int, default=96)
+    parser.add_argument("--rewardbench-per-subset", type=int, default=8, help="RewardBench pairs per subset.")
+    parser.add_argument(
+        "--uf-oracle-pairs", type=int, default=8, help="UltraFeedback pairs the local oracle augments."
+    )
+    parser.add_argument("--uf-epochs", type=int, default=6)
+    parser.add_argument("--uf-seeds", type=int, nargs="+", default=[0, 1, 2])
     return parser.parse_args(argv)
 
 
@@ -106,14 +129,38 @@ def local_oracle_rows(args, train: list[PlantedPair]) -> tuple[list[dict], dict]
     return rows, report
 
 
+def pair_indices(row_of: dict[str, int], rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Table rows of the pairs' chosen and rejected sequences."""
+    return tuple(
+        torch.tensor([row_of[sequence_key(r["prompt"], r[side])] for r in rows]) for side in ("chosen", "rejected")
+    )
+
+
+def train_run(
+    cache: LastLayerCache,
+    table: CachedSequences,
+    row_of: dict[str, int],
+    rows: list[dict],
+    args,
+    tie_loss_weight: float,
+    seed: int,
+) -> LastLayerRewardModel:
+    """A fresh LoRA reward model trained on `rows` with the run budget of `args`."""
+    model = LastLayerRewardModel(cache.backbone, rank=args.lora_rank, alpha=2 * args.lora_rank, seed=seed)
+    chosen, rejected = pair_indices(row_of, rows)
+    tie = torch.tensor([r["tie"] for r in rows])
+    return train_reward_model(
+        model, table, chosen, rejected, tie, args.steps, args.batch_size, args.learning_rate, tie_loss_weight, seed
+    )
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def closing_part(args) -> tuple[dict, str]:
+    """The controlled closing-sentence task: every set, ablation and seed; returns the report and the table."""
     started = time.perf_counter()
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     train_base, test_base = split_pairs(args.data_dir, args.train_pairs, args.test_pairs)
     train = plant_opener(train_base, args.rate, seed=0)
     tests = {"in-distribution": plant_opener(test_base, args.rate, seed=1)}
@@ -155,7 +202,8 @@ def main(argv=None) -> int:
     }
     print(json.dumps({k: v for k, v in data_report.items() if k != "crome_summary"}, indent=1))
 
-    store = FeatureStore(args.output_dir / "features.pt", _model_path(), max_length=args.max_length)
+    cache = LastLayerCache(args.output_dir / "closing_cache", _model_path())
+    tokenizer = AutoTokenizer.from_pretrained(_model_path())
     eval_rows = {name: [p.to_dict() for p in pairs] for name, pairs in tests.items()} | transformed
     # Diagnostics on the test pairs: the causal attribute alone (no opener on either side), and the opener alone
     # (the same chosen answer with and without it: "accuracy" there is how often the opener raises the reward).
@@ -163,16 +211,19 @@ def main(argv=None) -> int:
     eval_rows["opener preferred"] = [
         {"prompt": p.prompt, "chosen": f"{p.opener} {p.chosen}", "rejected": p.chosen} for p in test_base
     ]
-    store.compute(
-        (row["prompt"], row[side])
+    full = {
+        sequence_key(row["prompt"], row[side]): build_input_ids(tokenizer, row["prompt"], row[side])
         for rows in [*sets.values(), *eval_rows.values()]
         for row in rows
         for side in ("chosen", "rejected")
-    )
+    }
+    # The requested sentence ends the prompt, so the last tokens hold everything the task needs.
+    sequences = {key: ids[-args.max_length :] for key, ids in full.items()}
+    cache.compute(sequences)
     features_done = time.perf_counter()
-    # The head's steps are tiny: on a shared CPU, syncing several threads per op costs far more than the op itself.
-    torch.set_num_threads(1)
-    evals = {name: pair_matrices(store, rows) for name, rows in eval_rows.items()}
+    keys = list(sequences)
+    table, row_of = cache.table(keys), {key: i for i, key in enumerate(keys)}
+    evals = {name: pair_indices(row_of, rows) for name, rows in eval_rows.items()}
 
     runs = list(RUNS)
     if args.local_oracle_pairs:
@@ -188,35 +239,58 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             kept = set(random.Random(seed).sample(rows_all, round(args.subsample * len(rows_all))))
             rows = [r for r in sets[set_name] if r["source_row"] in kept]
-            chosen, rejected = pair_matrices(store, rows)
-            tie = torch.tensor([r["tie"] for r in rows])
-            head = train_head(chosen, rejected, tie, tie_weight, args.steps, args.batch_size, args.learning_rate, seed)
-            per_seed.append({name: pair_accuracy(head, *matrices) for name, matrices in evals.items()})
+            model = train_run(cache, table, row_of, rows, args, tie_weight, seed)
+            rewards = model.rewards(table)
+            per_seed.append({name: pair_accuracy(rewards, *indices) for name, indices in evals.items()})
         results[label] = per_seed
     trained = time.perf_counter()
 
-    table = summary_table(results)
     timing = {
         "features_s": features_done - started,
         "training_s": trained - features_done,
         "total_s": trained - started,
-        "sequences_truncated": store.truncated,
+        "sequences_truncated": sum(len(ids) > args.max_length for ids in full.values()),
     }
-    (args.output_dir / "results.json").write_text(
-        json.dumps(
-            {
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "data": data_report,
-                "results": results,
-                "timing": timing,
-            },
-            indent=1,
-        )
-    )
-    (args.output_dir / "table.md").write_text(table)
     plot(results, args.plot)
-    print(table)
-    print(json.dumps(timing))
+    report = {"data": data_report, "results": results, "timing": timing}
+    return report, summary_table(results)
+
+
+def ultrafeedback_part(args) -> tuple[dict, str]:
+    """Point 4: vanilla / RRM-style / Crome on the real UltraFeedback pairs, RewardBench after every epoch."""
+    started = time.perf_counter()
+    config = RealDataConfig(
+        data_dir=args.data_dir,
+        output_dir=args.output_dir / "ultrafeedback",
+        rewardbench_per_subset=args.rewardbench_per_subset,
+        oracle_pairs=args.uf_oracle_pairs,
+        epochs=args.uf_epochs,
+        seeds=tuple(args.uf_seeds),
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        lora_rank=args.lora_rank,
+    )
+    report = run_ultrafeedback(config, _model_path())
+    report["timing"] = {"total_s": time.perf_counter() - started}
+    plot_ultrafeedback(report["results"], args.uf_plot)
+    table = final_table(report["results"]) + "\nBy epoch (mean over seeds):\n\n" + epoch_table(report["results"])
+    return report, table
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    parts = {"closing": closing_part, "ultrafeedback": ultrafeedback_part}
+    reports, tables = {"args": {k: str(v) for k, v in vars(args).items()}}, []
+    for name in args.parts:
+        reports[name], table = parts[name](args)
+        tables.append(f"## {name}\n\n{table}")
+        print(tables[-1])
+    reports["total_s"] = time.perf_counter() - started
+    (args.output_dir / "results.json").write_text(json.dumps(reports, indent=1))
+    (args.output_dir / "table.md").write_text("\n".join(tables))
+    print(f"total: {reports['total_s'] / 60:.1f} min")
     return 0
 
 
@@ -237,31 +311,38 @@ def summary_table(results: dict[str, list[dict[str, float]]]) -> str:
 
 
 def plot(results: dict[str, list[dict[str, float]]], path: Path) -> None:
+    """Left: ID vs reversed accuracy per training set; right: how often the opener raises the same answer's reward."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = list(results)
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    width = 0.38
-    for offset, (key, color) in enumerate((("in-distribution", "#4c72b0"), ("reversed", "#dd8452"))):
-        means = [100 * statistics.mean(s[key] for s in results[label]) for label in labels]
-        spreads = [
-            100 * statistics.stdev(s[key] for s in results[label]) if len(results[label]) > 1 else 0
-            for label in labels
-        ]
-        xs = [i + (offset - 0.5) * width for i in range(len(labels))]
-        ax.bar(xs, means, width, yerr=spreads, capsize=3, label=f"{key} test", color=color)
-    ax.axhline(50, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
-    ax.set_ylabel("pairwise accuracy (%)")
-    ax.set_ylim(0, 112)
-    ax.set_title("Frozen SmolLM2-135M + trained reward head: opener on chosen in 90% (ID) vs 10% (reversed) of pairs")
-    ax.legend(loc="upper right", ncol=2)
+
+    def bars(ax, key: str, offset: float, width: float, color: str, label: str) -> None:
+        values = [[100 * s[key] for s in results[name]] for name in labels]
+        means = [statistics.mean(v) for v in values]
+        spreads = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        xs = [i + offset for i in range(len(labels))]
+        ax.bar(xs, means, width, yerr=spreads, capsize=3, label=label, color=color)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [2, 1]})
+    bars(left, "in-distribution", -0.19, 0.38, "#4c72b0", "in-distribution test (opener on chosen in 90%)")
+    bars(left, "reversed", 0.19, 0.38, "#dd8452", "reversed test (opener on chosen in 10%)")
+    left.set_ylabel("pairwise accuracy (%)")
+    left.set_ylim(0, 115)
+    left.legend(loc="upper right", fontsize=8, ncol=2)
+    bars(right, "opener preferred", 0.0, 0.6, "#55a868", "same answer with vs without the opener")
+    right.set_ylabel("opener raises the reward (% of answers)")
+    right.set_ylim(0, 100)
+    right.legend(loc="upper right", fontsize=8)
+    for ax in (left, right):
+        ax.axhline(50, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
+    fig.suptitle("SmolLM2-135M-Instruct, LoRA on its last layer + reward head, mean ± std over seeds")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
