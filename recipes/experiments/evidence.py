@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from trl_crome.evaluation.scoring import build_input_ids
 from trl_crome.evaluation.transforms import apply_transform
 
 from .closing_oracle import ClosingSentenceOracle
@@ -38,7 +38,7 @@ from .last_layer_lora import (
     LastLayerCache,
     LastLayerRewardModel,
     pair_accuracy,
-    sequence_key,
+    sequence_ids,
     train_reward_model,
 )
 from .training_sets import crome_set, rrm_set, vanilla_set
@@ -76,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=0.9, help="Opener-on-chosen rate in training and ID test.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--subsample", type=float, default=0.8, help="Fraction of source rows each seed trains on.")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--lora-rank", type=int, default=16)
@@ -116,7 +116,8 @@ def local_oracle_rows(args, train: list[PlantedPair]) -> tuple[list[dict], dict]
 
     subset = train[: args.local_oracle_pairs]
     oracle = TransformersOracle(max_new_tokens=args.local_max_new_tokens)
-    rows, augmenter = crome_set(subset, oracle, args.output_dir / "local_oracle_cache", show_progress=True)
+    cache = args.output_dir / "local_oracle_cache"
+    rows, augmenter = crome_set(subset, oracle, cache, show_progress=True, accept_plain_text_rewrites=True)
     causal = [r for r in rows if r["kind"] == "causal"]
     report = {
         "pairs": len(subset),
@@ -129,17 +130,9 @@ def local_oracle_rows(args, train: list[PlantedPair]) -> tuple[list[dict], dict]
     return rows, report
 
 
-def pair_indices(row_of: dict[str, int], rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Table rows of the pairs' chosen and rejected sequences."""
-    return tuple(
-        torch.tensor([row_of[sequence_key(r["prompt"], r[side])] for r in rows]) for side in ("chosen", "rejected")
-    )
-
-
 def train_run(
     cache: LastLayerCache,
     table: CachedSequences,
-    row_of: dict[str, int],
     rows: list[dict],
     args,
     tie_loss_weight: float,
@@ -147,7 +140,7 @@ def train_run(
 ) -> LastLayerRewardModel:
     """A fresh LoRA reward model trained on `rows` with the run budget of `args`."""
     model = LastLayerRewardModel(cache.backbone, rank=args.lora_rank, alpha=2 * args.lora_rank, seed=seed)
-    chosen, rejected = pair_indices(row_of, rows)
+    chosen, rejected = table.pair_rows(rows)
     tie = torch.tensor([r["tie"] for r in rows])
     return train_reward_model(
         model, table, chosen, rejected, tie, args.steps, args.batch_size, args.learning_rate, tie_loss_weight, seed
@@ -211,19 +204,13 @@ def closing_part(args) -> tuple[dict, str]:
     eval_rows["opener preferred"] = [
         {"prompt": p.prompt, "chosen": f"{p.opener} {p.chosen}", "rejected": p.chosen} for p in test_base
     ]
-    full = {
-        sequence_key(row["prompt"], row[side]): build_input_ids(tokenizer, row["prompt"], row[side])
-        for rows in [*sets.values(), *eval_rows.values()]
-        for row in rows
-        for side in ("chosen", "rejected")
-    }
+    full = sequence_ids(tokenizer, [row for rows in [*sets.values(), *eval_rows.values()] for row in rows])
     # The requested sentence ends the prompt, so the last tokens hold everything the task needs.
     sequences = {key: ids[-args.max_length :] for key, ids in full.items()}
     cache.compute(sequences)
     features_done = time.perf_counter()
-    keys = list(sequences)
-    table, row_of = cache.table(keys), {key: i for i, key in enumerate(keys)}
-    evals = {name: pair_indices(row_of, rows) for name, rows in eval_rows.items()}
+    table = cache.table(list(sequences))
+    evals = {name: table.pair_rows(rows) for name, rows in eval_rows.items()}
 
     runs = list(RUNS)
     if args.local_oracle_pairs:
@@ -234,15 +221,18 @@ def closing_part(args) -> tuple[dict, str]:
         ]
     results = {}
     rows_all = sorted({p.row for p in train})
+    progress = tqdm(total=len(runs) * len(args.seeds), desc="Closing-task runs (set x seed)", unit="run")
     for label, set_name, tie_weight in runs:
         per_seed = []
         for seed in args.seeds:
             kept = set(random.Random(seed).sample(rows_all, round(args.subsample * len(rows_all))))
             rows = [r for r in sets[set_name] if r["source_row"] in kept]
-            model = train_run(cache, table, row_of, rows, args, tie_weight, seed)
+            model = train_run(cache, table, rows, args, tie_weight, seed)
             rewards = model.rewards(table)
             per_seed.append({name: pair_accuracy(rewards, *indices) for name, indices in evals.items()})
+            progress.update()
         results[label] = per_seed
+    progress.close()
     trained = time.perf_counter()
 
     timing = {
@@ -253,7 +243,9 @@ def closing_part(args) -> tuple[dict, str]:
     }
     plot(results, args.plot)
     report = {"data": data_report, "results": results, "timing": timing}
-    return report, summary_table(results)
+    return report, summary_table(results) + "\nPer transformation (reversed pairs, mean over seeds):\n\n" + (
+        transform_table(results)
+    )
 
 
 def ultrafeedback_part(args) -> tuple[dict, str]:
@@ -306,6 +298,14 @@ def summary_table(results: dict[str, list[dict[str, float]]]) -> str:
         trans = mean_std([100 * statistics.mean(s[k] for k in TRANSFORMS) for s in per_seed])
         clean, opener = (mean_std([100 * s[k] for s in per_seed]) for k in ("no opener", "opener preferred"))
         cells = [f"{m:.1f} ± {sd:.1f}" for m, sd in (ind, rev, gap, trans, clean, opener)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def transform_table(results: dict[str, list[dict[str, float]]]) -> str:
+    lines = ["| training set | " + " | ".join(TRANSFORMS) + " |", "|---" * (len(TRANSFORMS) + 1) + "|"]
+    for label, per_seed in results.items():
+        cells = [f"{100 * statistics.mean(s[name] for s in per_seed):.1f}" for name in TRANSFORMS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -25,7 +25,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from tqdm.auto import tqdm
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from trl_crome.evaluation.scoring import length_sorted_batches
+from trl_crome.evaluation.scoring import build_input_ids, length_sorted_batches
 from trl_crome.trainer.losses import composite_loss
 
 LORA_TARGETS = ("q_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -33,6 +33,15 @@ LORA_TARGETS = ("q_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 def sequence_key(prompt: str, answer: str) -> str:
     return hashlib.sha256(f"{prompt}\x1f{answer}".encode()).hexdigest()
+
+
+def sequence_ids(tokenizer, pairs: Sequence[dict]) -> dict[str, list[int]]:
+    """Token ids of every (prompt, chosen) and (prompt, rejected) sequence, in TRL's reward format, by key."""
+    return {
+        sequence_key(pair["prompt"], pair[side]): build_input_ids(tokenizer, pair["prompt"], pair[side])
+        for pair in pairs
+        for side in ("chosen", "rejected")
+    }
 
 
 class LastLayerCache:
@@ -118,13 +127,14 @@ class LastLayerCache:
 
     def table(self, keys: Sequence[str]) -> CachedSequences:
         """The cached sequences `keys`, padded into one table (row `i` is `keys[i]`)."""
-        return CachedSequences([self.entries[key] for key in keys])
+        return CachedSequences(keys, [self.entries[key] for key in keys])
 
 
 class CachedSequences:
     """Cached sequences padded to one length: `keys`, `values` `(N, kv_heads, L, head_dim)`, `hidden`, `lengths`."""
 
-    def __init__(self, entries: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+    def __init__(self, keys: Sequence[str], entries: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+        self.row_of = {key: row for row, key in enumerate(keys)}
         self.lengths = torch.tensor([k.shape[1] for k, _, _ in entries])
         width = int(self.lengths.max())
         kv_heads, _, head_dim = entries[0][0].shape
@@ -137,6 +147,13 @@ class CachedSequences:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def pair_rows(self, pairs: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row indices of the pairs' (prompt, chosen) and (prompt, rejected) sequences."""
+        return tuple(
+            torch.tensor([self.row_of[sequence_key(pair["prompt"], pair[side])] for pair in pairs])
+            for side in ("chosen", "rejected")
+        )
 
     def rows(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The rows `index` in float32, cut to their longest length: `(keys, values, hidden, lengths)`."""

@@ -57,6 +57,7 @@ def crome_set(
     neutrals: bool = True,
     seed: int = 42,
     show_progress: bool = False,
+    accept_plain_text_rewrites: bool = False,
 ) -> tuple[list[dict], CromeAugmenter]:
     """Run the real Crome pipeline over the pairs; returns the rows and the augmenter (for its `summary`).
 
@@ -68,6 +69,8 @@ def crome_set(
         neutrals (`bool`): make Irrelevant Query Neutrals.
         seed (`int`): seed of the neutral prompts.
         show_progress (`bool`): show the augmenter's progress bars.
+        accept_plain_text_rewrites (`bool`): take a rewrite returned as plain text instead of the JSON schema (for
+            small local oracles).
     """
     config = CromeAugmenterConfig(
         max_attributes=1,
@@ -78,6 +81,7 @@ def crome_set(
         seed=seed,
         cache_dir=str(cache_dir),
         show_progress=show_progress,
+        accept_plain_text_rewrites=accept_plain_text_rewrites,
     )
     augmenter = CromeAugmenter(oracle, config)
     data = augmenter(Dataset.from_list([pair.to_dict() for pair in pairs]))

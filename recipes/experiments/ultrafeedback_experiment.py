@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from trl_crome.augment import CromeAugmenter, CromeAugmenterConfig
 from trl_crome.evaluation.rewardbench import load_rewardbench, score_rewardbench, subsample_per_subset
-from trl_crome.evaluation.scoring import build_input_ids
 from trl_crome.oracles.base import Oracle
 
-from .last_layer_lora import LastLayerCache, LastLayerRewardModel, sequence_key, train_reward_model
+from .last_layer_lora import LastLayerCache, LastLayerRewardModel, sequence_ids, train_reward_model
 
 SECTIONS = ("Chat", "Chat Hard", "Safety", "Reasoning")
 SETS = ("vanilla", "RRM-style", "Crome")
@@ -40,8 +40,8 @@ SETS = ("vanilla", "RRM-style", "Crome")
 class RealDataConfig:
     data_dir: Path
     output_dir: Path
-    max_prompt_tokens: int = 48
-    max_answer_tokens: int = 96
+    max_prompt_tokens: int = 40
+    max_answer_tokens: int = 80
     rewardbench_per_subset: int = 8
     oracle_pairs: int = 8
     oracle_max_new_tokens: int = 160
@@ -148,14 +148,6 @@ def local_oracle(config: RealDataConfig) -> Oracle:
     return TransformersOracle(max_new_tokens=config.oracle_max_new_tokens)
 
 
-def sequence_ids(tokenizer, rows: list[dict]) -> dict[str, list[int]]:
-    return {
-        sequence_key(row["prompt"], row[side]): build_input_ids(tokenizer, row["prompt"], row[side])
-        for row in rows
-        for side in ("chosen", "rejected")
-    }
-
-
 def run(config: RealDataConfig, model_path: Path) -> dict:
     """Build the sets, cache the frozen layers, train every set x seed, score RewardBench after every epoch."""
     from transformers import AutoTokenizer
@@ -182,9 +174,8 @@ def run(config: RealDataConfig, model_path: Path) -> dict:
     report["tokens"] = sum(len(ids) for ids in (train_ids | bench_ids).values())
     cache.compute(train_ids | bench_ids, desc="SmolLM2 frozen layers (UltraFeedback + RewardBench)")
 
-    train_table, train_row = table_of(cache, train_ids)
-    bench_table, bench_row = table_of(cache, bench_ids)
-    bench_chosen, bench_rejected = pair_indices(bench_row, bench)
+    train_table, bench_table = cache.table(list(train_ids)), cache.table(list(bench_ids))
+    bench_chosen, bench_rejected = bench_table.pair_rows(bench)
     steps_per_epoch = -(-len(pairs) // config.batch_size)
 
     def evaluate(model: LastLayerRewardModel) -> dict:
@@ -193,8 +184,9 @@ def run(config: RealDataConfig, model_path: Path) -> dict:
         return {**result.section_scores, "overall": result.overall, "length_bias_gap": result.length_bias_gap}
 
     results = {}
+    progress = tqdm(total=len(sets) * len(config.seeds), desc="UltraFeedback runs (set x seed)", unit="run")
     for name, rows in sets.items():
-        chosen, rejected = pair_indices(train_row, rows)
+        chosen, rejected = train_table.pair_rows(rows)
         tie = torch.tensor([row["tie"] for row in rows])
         results[name] = []
         for seed in config.seeds:
@@ -218,20 +210,9 @@ def run(config: RealDataConfig, model_path: Path) -> dict:
                 on_step=at_epoch_end,
             )
             results[name].append(history)
+            progress.update()
+    progress.close()
     return {"data": report, "results": results}
-
-
-def table_of(cache: LastLayerCache, ids: dict[str, list[int]]):
-    keys = list(ids)
-    return cache.table(keys), {key: i for i, key in enumerate(keys)}
-
-
-def pair_indices(row_of: dict[str, int], rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Table rows of the pairs' chosen and rejected sequences."""
-    return tuple(
-        torch.tensor([row_of[sequence_key(row["prompt"], row[side])] for row in rows])
-        for side in ("chosen", "rejected")
-    )
 
 
 def _cell(values: list[float], scale: float = 100.0) -> str:
