@@ -83,12 +83,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=72, help="Tokens kept per sequence (the last ones).")
     parser.add_argument("--local-oracle-pairs", type=int, default=0, help="Pairs for the local oracle (0: skip).")
     parser.add_argument("--local-max-new-tokens", type=int, default=96)
-    parser.add_argument("--rewardbench-per-subset", type=int, default=8, help="RewardBench pairs per subset.")
     parser.add_argument(
-        "--uf-oracle-pairs", type=int, default=8, help="UltraFeedback pairs the local oracle augments."
+        "--rewardbench-per-subset",
+        type=int,
+        default=RealDataConfig.rewardbench_per_subset,
+        help="RewardBench pairs per subset.",
     )
-    parser.add_argument("--uf-epochs", type=int, default=6)
-    parser.add_argument("--uf-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--uf-oracle-pairs",
+        type=int,
+        default=RealDataConfig.oracle_pairs,
+        help="UltraFeedback pairs the local oracle augments.",
+    )
+    parser.add_argument("--uf-epochs", type=int, default=RealDataConfig.epochs)
+    parser.add_argument("--uf-seeds", type=int, nargs="+", default=list(RealDataConfig.seeds))
     return parser.parse_args(argv)
 
 
@@ -263,7 +271,7 @@ def ultrafeedback_part(args) -> tuple[dict, str]:
         lora_rank=args.lora_rank,
     )
     report = run_ultrafeedback(config, _model_path())
-    report["timing"] = {"total_s": time.perf_counter() - started}
+    report["timing"]["total_s"] = time.perf_counter() - started
     plot_ultrafeedback(report["results"], args.uf_plot)
     table = final_table(report["results"]) + "\nBy epoch (mean over seeds):\n\n" + epoch_table(report["results"])
     return report, table

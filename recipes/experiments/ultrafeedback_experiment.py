@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,7 @@ class RealDataConfig:
     oracle_pairs: int = 8
     oracle_max_new_tokens: int = 160
     epochs: int = 6
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     batch_size: int = 32
     learning_rate: float = 5e-4
     lora_rank: int = 16
@@ -155,7 +156,9 @@ def run(config: RealDataConfig, model_path: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     clip = TextClipper(tokenizer)
     pairs, dropped = load_pairs(config.data_dir / "ultrafeedback" / "train.jsonl", clip, config)
+    started = time.perf_counter()
     sets, report = training_sets(pairs, config, local_oracle(config))
+    timing = {"augment_s": time.perf_counter() - started}
     report["dropped_empty_or_identical"] = dropped
     bench_rows = subsample_per_subset(
         load_rewardbench(config.data_dir / "rewardbench" / "filtered.jsonl"), config.rewardbench_per_subset
@@ -172,7 +175,10 @@ def run(config: RealDataConfig, model_path: Path) -> dict:
     bench_ids = sequence_ids(tokenizer, bench)
     report["sequences"] = len(train_ids | bench_ids)
     report["tokens"] = sum(len(ids) for ids in (train_ids | bench_ids).values())
+    started = time.perf_counter()
     cache.compute(train_ids | bench_ids, desc="SmolLM2 frozen layers (UltraFeedback + RewardBench)")
+    timing["frozen_layers_s"] = time.perf_counter() - started
+    started = time.perf_counter()
 
     train_table, bench_table = cache.table(list(train_ids)), cache.table(list(bench_ids))
     bench_chosen, bench_rejected = bench_table.pair_rows(bench)
@@ -212,7 +218,8 @@ def run(config: RealDataConfig, model_path: Path) -> dict:
             results[name].append(history)
             progress.update()
     progress.close()
-    return {"data": report, "results": results}
+    timing["training_s"] = time.perf_counter() - started
+    return {"data": report, "results": results, "timing": timing}
 
 
 def _cell(values: list[float], scale: float = 100.0) -> str:
@@ -226,6 +233,9 @@ def final_table(results: dict[str, list[list[dict]]]) -> str:
     columns = (*SECTIONS, "overall", "length_bias_gap")
     lines = ["| training set | " + " | ".join(columns).replace("length_bias_gap", "length-bias gap") + " |"]
     lines.append("|---" * (len(columns) + 1) + "|")
+    untrained = next(iter(results.values()))
+    cells = [_cell([history[0][column] for history in untrained]) for column in columns]
+    lines.append("| untrained (epoch 0, the same for every set) | " + " | ".join(cells) + " |")
     for name, per_seed in results.items():
         cells = [_cell([history[-1][column] for history in per_seed]) for column in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
