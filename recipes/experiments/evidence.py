@@ -42,7 +42,7 @@ from .last_layer_lora import (
     train_reward_model,
 )
 from .training_sets import crome_set, rrm_set, vanilla_set
-from .ultrafeedback_experiment import RealDataConfig, epoch_table, final_table
+from .ultrafeedback_experiment import RealDataConfig, difference_table, epoch_table, final_table
 from .ultrafeedback_experiment import plot as plot_ultrafeedback
 from .ultrafeedback_experiment import run as run_ultrafeedback
 
@@ -273,7 +273,16 @@ def ultrafeedback_part(args) -> tuple[dict, str]:
     report = run_ultrafeedback(config, _model_path())
     report["timing"]["total_s"] = time.perf_counter() - started
     plot_ultrafeedback(report["results"], args.uf_plot)
-    table = final_table(report["results"]) + "\nBy epoch (mean over seeds):\n\n" + epoch_table(report["results"])
+    results = report["results"]
+    table = "\n".join(
+        (
+            final_table(results),
+            "Paired by seed (mean ± std of the differences):\n",
+            difference_table(results),
+            "By epoch (mean over seeds):\n",
+            epoch_table(results),
+        )
+    )
     return report, table
 
 

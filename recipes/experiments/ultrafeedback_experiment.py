@@ -242,6 +242,19 @@ def final_table(results: dict[str, list[list[dict]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def difference_table(results: dict[str, list[list[dict]]], base: str = "vanilla") -> str:
+    """Each set minus `base` after the last epoch, paired by seed (same initialisation and sampling seed)."""
+    columns = (*SECTIONS, "overall", "length_bias_gap")
+    lines = [f"| minus {base} | " + " | ".join(columns).replace("length_bias_gap", "length-bias gap") + " |"]
+    lines.append("|---" * (len(columns) + 1) + "|")
+    for name, per_seed in results.items():
+        if name == base:
+            continue
+        cells = [_cell([h[-1][c] - b[-1][c] for h, b in zip(per_seed, results[base], strict=True)]) for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def epoch_table(results: dict[str, list[list[dict]]]) -> str:
     """Section accuracies (mean over seeds) after every epoch; epoch 0 is the untrained model."""
     lines = ["| training set | epoch | " + " | ".join(SECTIONS) + " | length-bias gap |", "|---" * 7 + "|"]

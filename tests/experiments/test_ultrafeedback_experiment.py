@@ -13,6 +13,7 @@ from recipes.experiments.ultrafeedback_experiment import (
     SETS,
     RealDataConfig,
     TextClipper,
+    difference_table,
     load_pairs,
     local_oracle,
     run,
@@ -93,6 +94,9 @@ def test_run_trains_every_set_with_the_same_budget_and_scores_rewardbench(small_
     for seed in range(2):  # the untrained model (epoch 0) is the same for every set: only the data differs
         assert results["vanilla"][seed][0] == results["RRM-style"][seed][0] == results["Crome"][seed][0]
     assert results["vanilla"][0][-1] != results["vanilla"][0][0]  # training moved the scores
+    crome_row = difference_table(results).splitlines()[-1].split(" | ")
+    overall = [c[-1]["overall"] - v[-1]["overall"] for c, v in zip(results["Crome"], results["vanilla"], strict=True)]
+    assert crome_row[0] == "| Crome" and crome_row[5].startswith(f"{100 * sum(overall) / 2:.1f} ± ")
     # A second run reuses the cached layers: nothing is recomputed and the results are identical.
     again = run(cfg, model_dir)
     assert again["results"] == results
