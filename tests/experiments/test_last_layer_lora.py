@@ -1,13 +1,13 @@
 """The experiments' fast reward model computes exactly what peft's LoRA on the whole network computes.
 
-Uses a tiny random Llama (2 layers, grouped-query attention) saved to disk: the equality is a property of the
-computation, not of the weights, and the real SmolLM2 would only make the test slower.
+Uses a tiny random Llama (2 layers, grouped-query attention, the SmolLM2 vocabulary) saved to disk: the equality is a
+property of the computation, not of the weights, and the real SmolLM2 would only make the test slower.
 """
 
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForSequenceClassification
+from transformers import LlamaForSequenceClassification
 
 from recipes.experiments.last_layer_lora import (
     LORA_TARGETS,
@@ -16,33 +16,25 @@ from recipes.experiments.last_layer_lora import (
     pair_accuracy,
     train_reward_model,
 )
-
-CONFIG = LlamaConfig(
-    vocab_size=300,
-    hidden_size=48,
-    intermediate_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=6,
-    num_key_value_heads=2,
-    pad_token_id=0,
-    num_labels=1,
-)
+from tests.helpers import smollm2_tokenizer, tiny_llama_config
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     torch.manual_seed(0)
-    model = LlamaForSequenceClassification(CONFIG).eval()
+    # 2 layers, grouped-query attention (4 heads, 2 key-value heads)
+    model = LlamaForSequenceClassification(tiny_llama_config(smollm2_tokenizer())).eval()
     path = tmp_path_factory.mktemp("tiny")
     model.save_pretrained(path)
-    sequences = {f"s{i}": torch.randint(1, 300, (n,)).tolist() for i, n in enumerate([5, 17, 9, 23, 1, 12])}
+    # Ids from 3 up: no pad id (2), since the classifier scores the last non-pad token.
+    sequences = {f"s{i}": torch.randint(3, 300, (n,)).tolist() for i, n in enumerate([5, 17, 9, 23, 1, 12])}
     return path, sequences
 
 
 def peft_rewards(path, reward_model: LastLayerRewardModel, sequences) -> list[float]:
     """The same adapters and head loaded into peft's LoRA over the full network, scored one sequence at a time."""
     full = LlamaForSequenceClassification.from_pretrained(path).eval()
-    last = CONFIG.num_hidden_layers - 1
+    last = full.config.num_hidden_layers - 1
     config = LoraConfig(
         r=4, lora_alpha=8, target_modules=list(LORA_TARGETS), layers_to_transform=[last], modules_to_save=["score"]
     )
