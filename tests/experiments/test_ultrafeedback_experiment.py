@@ -86,6 +86,8 @@ def test_run_trains_every_set_with_the_same_budget_and_scores_rewardbench(small_
     results = report["results"]
     assert set(results) == set(SETS)
     assert report["data"]["rewardbench_pairs"] == 2 * 23
+    budget = -(-report["data"]["pairs"] // cfg.batch_size) * cfg.epochs  # epochs of the vanilla set's size
+    assert report["data"]["steps_per_run"] == {name: budget for name in SETS}
     for per_seed in results.values():
         assert len(per_seed) == 2 and all(len(history) == 1 + cfg.epochs for history in per_seed)
         for evaluation in per_seed[0]:
