@@ -28,7 +28,7 @@ from ..pairpm import (
     preference_logits,
 )
 from .pair_scoring import PreferenceModel
-from .scoring import length_sorted_batches
+from .scoring import length_sorted_batches, load_model_and_tokenizer
 
 
 @dataclass
@@ -46,22 +46,13 @@ def load_pairpm(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict]:
     """Load a trained PairPM (a causal LM, or a PEFT adapter folder over one), its tokenizer, and the input format
     saved beside it in `pairpm.json` (empty when the folder has none, e.g. an untrained base model)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import cached_file
 
-    path = Path(name_or_path)
     kwargs = {} if torch_dtype is None else {"dtype": torch_dtype}
-    tokenizer_source = name_or_path
-    if (path / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM, PeftConfig
-
-        model = AutoPeftModelForCausalLM.from_pretrained(path, **kwargs)
-        if not (path / "tokenizer_config.json").exists():
-            tokenizer_source = PeftConfig.from_pretrained(path).base_model_name_or_path
-    else:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    config_file = path / PAIRPM_CONFIG_NAME
-    pairpm = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
+    model, tokenizer = load_model_and_tokenizer(name_or_path, "AutoModelForCausalLM", **kwargs)
+    # A folder or a Hub repo: the input format travels with the pushed model.
+    config_file = cached_file(name_or_path, PAIRPM_CONFIG_NAME, _raise_exceptions_for_missing_entries=False)
+    pairpm = json.loads(Path(config_file).read_text(encoding="utf-8")) if config_file else {}
     return model, tokenizer, pairpm
 
 

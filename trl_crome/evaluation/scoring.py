@@ -95,6 +95,27 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, sort_by_lengt
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+def load_model_and_tokenizer(
+    name_or_path: str | os.PathLike, auto_class: str, **kwargs: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load `transformers.<auto_class>` (or `peft.AutoPeft<...>` for a folder holding `adapter_config.json`) and its
+    tokenizer: from the same folder, or from the adapter's base model when the adapter folder has none."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    path = Path(name_or_path)
+    if (path / "adapter_config.json").exists():
+        import peft
+
+        model = getattr(peft, auto_class.replace("Auto", "AutoPeft", 1)).from_pretrained(path, **kwargs)
+        has_tokenizer = (path / "tokenizer_config.json").exists()
+        tokenizer_source = path if has_tokenizer else peft.PeftConfig.from_pretrained(path).base_model_name_or_path
+    else:
+        model = getattr(transformers, auto_class).from_pretrained(name_or_path, **kwargs)
+        tokenizer_source = name_or_path
+    return model, AutoTokenizer.from_pretrained(tokenizer_source)
+
+
 def load_reward_model(
     name_or_path: str | os.PathLike, torch_dtype: torch.dtype | str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -105,23 +126,8 @@ def load_reward_model(
     `AutoModelForSequenceClassification.from_pretrained(..., num_labels=1)`. The tokenizer comes from the same folder,
     or from the adapter's base model when the adapter folder has none.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    path = Path(name_or_path)
-    kwargs = {"num_labels": 1}
-    if torch_dtype is not None:
-        kwargs["dtype"] = torch_dtype
-    if (path / "adapter_config.json").exists():
-        from peft import AutoPeftModelForSequenceClassification, PeftConfig
-
-        model = AutoPeftModelForSequenceClassification.from_pretrained(path, **kwargs)
-        has_tokenizer = (path / "tokenizer_config.json").exists()
-        tokenizer_source = path if has_tokenizer else PeftConfig.from_pretrained(path).base_model_name_or_path
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
-        tokenizer_source = name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    return model, tokenizer
+    kwargs = {"num_labels": 1} | ({} if torch_dtype is None else {"dtype": torch_dtype})
+    return load_model_and_tokenizer(name_or_path, "AutoModelForSequenceClassification", **kwargs)
 
 
 class RewardScorer:
