@@ -255,8 +255,8 @@ def pad_left(
 
 def preference_logits(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], label_ids: tuple[int, int]
-) -> tuple[torch.Tensor, Any]:
-    """`logit("A") - logit("B")` at the last position of each left-padded row, in float32, and the model outputs.
+) -> torch.Tensor:
+    """`logit("A") - logit("B")` at the last position of each left-padded row, in float32.
 
     `sigmoid` of it is P(the answer in slot A is better), the two label probabilities renormalised over the pair.
     """
@@ -268,4 +268,4 @@ def preference_logits(
         logits_to_keep=1,
     )
     logits = outputs.logits[:, -1, :]
-    return (logits[:, label_ids[0]] - logits[:, label_ids[1]]).float(), outputs
+    return (logits[:, label_ids[0]] - logits[:, label_ids[1]]).float()

@@ -27,6 +27,7 @@ from ..pairpm import (
     pad_left,
     preference_logits,
 )
+from .best_of_n import best_of_n_index
 from .pair_scoring import PreferenceModel
 from .scoring import length_sorted_batches, load_model_and_tokenizer
 
@@ -157,7 +158,7 @@ class PairPMScorer:
         batches = length_sorted_batches([len(s) for s in sequences], self.batch_size)
         for batch in tqdm(batches, desc="PairPM", unit="batch", disable=not self.show_progress or len(batches) < 2):
             inputs = pad_left([sequences[i] for i in batch], self.pad_token_id)
-            values, _ = preference_logits(
+            values = preference_logits(
                 self.model, {k: v.to(self.device) for k, v in inputs.items()}, self.formatter.label_ids
             )
             delta[batch] = values.cpu()
@@ -227,6 +228,5 @@ def select_best_of_n(
             alive = winners + alive[2 * len(matches) :]
         return alive[0]
     if method == "round_robin":
-        wins = round_robin_scores(scorer, prompt, candidates)
-        return max(range(len(candidates)), key=lambda index: (wins[index], -index))
+        return best_of_n_index(round_robin_scores(scorer, prompt, candidates))
     raise ValueError(f"unknown method {method!r}; use 'knockout' or 'round_robin'")

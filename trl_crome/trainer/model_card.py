@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 
 from .config import CromeRewardConfig
 
@@ -14,6 +15,20 @@ class CromeModelCardMixin:
 
     model_card_sections: dict[str, str]
     train_kind_counts: dict[str, int]
+
+    _paper = {
+        "title": "Robust Reward Modeling via Causal Rubrics",
+        "id": "2506.16507",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @inproceedings{srivastava2026crome,
+                title        = {{Robust Reward Modeling via Causal Rubrics}},
+                author       = {Pragya Srivastava and Harman Singh and Rahul Madhavan and others},
+                year         = 2026,
+                booktitle    = {The Fourteenth International Conference on Learning Representations, {ICLR} 2026},
+                eprint       = {arXiv:2506.16507},
+            }"""),
+    }
 
     @property
     def tie_loss_weight(self) -> float:

@@ -37,8 +37,8 @@ from ..pairpm import PAIRPM_CONFIG_NAME, PairPMFormatter, pad_left, preference_l
 from .losses import composite_loss
 from .metrics import per_kind_metrics
 from .model_card import CromeModelCardMixin
+from .pair_labels import KIND_ID_COLUMN, add_kind_id, add_pair_labels
 from .pairpm_config import CromePairPMConfig
-from .reward_trainer import KIND_ID_COLUMN, CromeRewardTrainer, _add_kind_id
 
 logger = get_logger(__name__)
 
@@ -98,12 +98,7 @@ class DataCollatorForPairPM(DataCollatorMixin):
         output = pad_left(sequences, self.pad_token_id, self.pad_to_multiple_of)
         output["chosen_is_a"] = torch.tensor(chosen_is_a, dtype=torch.bool)
         output["pair_index"] = torch.tensor(pair_index, dtype=torch.long)
-        ties = [bool(example.get(TIE_COLUMN, False)) for example in examples]
-        output[TIE_COLUMN] = torch.tensor(ties, dtype=torch.bool)
-        kind_ids = [
-            example.get(KIND_ID_COLUMN, DEFAULT_KINDS.index(default_kind(tie))) for example, tie in zip(examples, ties)
-        ]
-        output[KIND_ID_COLUMN] = torch.tensor(kind_ids, dtype=torch.long)
+        output = add_pair_labels(output, examples)
         output[TRUNCATED_COLUMN] = torch.tensor([bool(e.get(TRUNCATED_COLUMN)) for e in examples], dtype=torch.bool)
         if "margin" in examples[0]:
             output["margin"] = torch.tensor([example["margin"] for example in examples], dtype=torch.float)
@@ -175,7 +170,6 @@ class CromePairPMTrainer(CromeModelCardMixin, _BaseTrainer):
 
     _tag_names = ["trl", "crome", "pairpm"]
     _name = "Crome PairPM"
-    _paper = CromeRewardTrainer._paper
 
     def __init__(
         self,
@@ -302,7 +296,7 @@ class CromePairPMTrainer(CromeModelCardMixin, _BaseTrainer):
             if KIND_COLUMN in columns:
                 kind_ids = {name: index for index, name in enumerate(self.kind_names)}
                 dataset = dataset.map(
-                    _add_kind_id, with_indices=True, fn_kwargs={"kind_ids": kind_ids, "dataset_name": dataset_name}
+                    add_kind_id, with_indices=True, fn_kwargs={"kind_ids": kind_ids, "dataset_name": dataset_name}
                 )
         if isinstance(dataset, Dataset):
             truncated = sum(dataset[TRUNCATED_COLUMN])
@@ -352,7 +346,7 @@ class CromePairPMTrainer(CromeModelCardMixin, _BaseTrainer):
         margin = inputs.pop("margin", None)
 
         # One forward pass over every sequence (both orders of every pair).
-        delta, _ = preference_logits(model, inputs, self.formatter.label_ids)
+        delta = preference_logits(model, inputs, self.formatter.label_ids)
         # Orient each sequence's logit towards the chosen answer: the target is then 1 (0.5 for ties) in both orders.
         delta_chosen = torch.where(chosen_is_a, delta, -delta)
         per_sequence = composite_loss(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,6 @@ from ..data import (
     KIND_NEUTRAL,
     KIND_ORIGINAL,
     TIE_COLUMN,
-    CromeDataError,
     default_kind,
     validate_preference_dataset,
 )
@@ -31,8 +29,7 @@ from .losses import composite_loss
 from .metrics import per_kind_metrics
 from .model_card import CromeModelCardMixin
 from .packing import DataCollatorForPaddingFreePreference
-
-KIND_ID_COLUMN = "kind_id"
+from .pair_labels import KIND_ID_COLUMN, add_kind_id, add_pair_labels
 
 
 @dataclass
@@ -46,7 +43,7 @@ class CromeDataCollator(DataCollatorForPreference):
     """
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        return _add_pair_labels(super().torch_call(examples), examples)
+        return add_pair_labels(super().torch_call(examples), examples)
 
 
 @dataclass
@@ -57,28 +54,7 @@ class CromePaddingFreeDataCollator(DataCollatorForPaddingFreePreference):
     """
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        return _add_pair_labels(super().torch_call(examples), examples)
-
-
-def _add_pair_labels(output: dict[str, Any], examples: list[dict[str, Any]]) -> dict[str, Any]:
-    ties = [bool(example.get(TIE_COLUMN, False)) for example in examples]
-    output[TIE_COLUMN] = torch.tensor(ties, dtype=torch.bool)
-    default_ids = [DEFAULT_KINDS.index(KIND_NEUTRAL if tie else KIND_ORIGINAL) for tie in ties]
-    kind_ids = [example.get(KIND_ID_COLUMN, default) for example, default in zip(examples, default_ids)]
-    output[KIND_ID_COLUMN] = torch.tensor(kind_ids, dtype=torch.long)
-    return output
-
-
-def _add_kind_id(example: dict[str, Any], index: int, kind_ids: dict[str, int], dataset_name: str) -> dict[str, int]:
-    kind = example[KIND_COLUMN]
-    if kind not in kind_ids:  # only a streamed dataset gets here: its kinds cannot be collected up front
-        raise CromeDataError(
-            f"unknown kind {kind!r}; a streamed dataset may use only {sorted(kind_ids)}",
-            dataset_name=dataset_name,
-            row=index,
-            field=KIND_COLUMN,
-        )
-    return {KIND_ID_COLUMN: kind_ids[kind]}
+        return add_pair_labels(super().torch_call(examples), examples)
 
 
 def _add_length(example: dict[str, Any], length_column: str) -> dict[str, int]:
@@ -132,19 +108,6 @@ class CromeRewardTrainer(CromeModelCardMixin, RewardTrainer):
 
     _tag_names = ["trl", "reward-trainer", "crome"]
     _name = "Crome Reward"
-    _paper = {
-        "title": "Robust Reward Modeling via Causal Rubrics",
-        "id": "2506.16507",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @inproceedings{srivastava2026crome,
-                title        = {{Robust Reward Modeling via Causal Rubrics}},
-                author       = {Pragya Srivastava and Harman Singh and Rahul Madhavan and others},
-                year         = 2026,
-                booktitle    = {The Fourteenth International Conference on Learning Representations, {ICLR} 2026},
-                eprint       = {arXiv:2506.16507},
-            }"""),
-    }
 
     def __init__(
         self,
@@ -195,7 +158,7 @@ class CromeRewardTrainer(CromeModelCardMixin, RewardTrainer):
         if KIND_COLUMN in columns and KIND_ID_COLUMN not in columns:
             kind_ids = {name: index for index, name in enumerate(self.kind_names)}
             dataset = dataset.map(
-                _add_kind_id, with_indices=True, fn_kwargs={"kind_ids": kind_ids, "dataset_name": dataset_name}
+                add_kind_id, with_indices=True, fn_kwargs={"kind_ids": kind_ids, "dataset_name": dataset_name}
             )
             columns.append(KIND_ID_COLUMN)
         if dataset_name == "train" and isinstance(dataset, Dataset):
