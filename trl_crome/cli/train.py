@@ -297,19 +297,21 @@ def _model_init_kwargs(model_args, training_args) -> dict[str, Any]:
 
 
 def _train(trainer_class, model_args, training_args, train_dataset, eval_dataset=None):
-    from trl import get_peft_config
+    from trl import get_peft_config, get_quantization_config
 
+    # `--load_in_4bit` / `--load_in_8bit` (QLoRA), passed the way TRL's own reward script does.
+    quantization_config = get_quantization_config(model_args)
+    quantization = {} if quantization_config is None else {"quantization_config": quantization_config}
     trainer = trainer_class(
         model=model_args.model_name_or_path,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
+        **quantization,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    if trainer.is_world_process_zero():
-        trainer.processing_class.save_pretrained(training_args.output_dir)  # the scorer reads it from the folder
+    trainer.save_model(training_args.output_dir)  # with the tokenizer (`processing_class`), which the scorer reads
     return trainer
 
 
@@ -338,16 +340,21 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _augment_fingerprint(script_args, augment_args, num_rows: int) -> dict[str, Any]:
+def _augment_fingerprint(script_args, training_args, augment_args, num_rows: int) -> dict[str, Any]:
+    """Everything that changes the augmented data: a rerun reuses the saved data only when all of it matches."""
+    augmenter = {k: v for k, v in dataclasses.asdict(augment_args).items() if k != "show_progress"}
     return {
         "dataset_name": script_args.dataset_name,
         "dataset_config": script_args.dataset_config,
+        "dataset_train_split": script_args.dataset_train_split,
         "rows": num_rows,
+        "seed": training_args.seed,  # the neutral prompts and fallback attributes
+        "setting": script_args.setting,  # the baseline's margins: reward differences or PairPM preferences
         "oracle": script_args.oracle,
         "oracle_model": script_args.oracle_model,
         "oracle_kwargs": script_args.oracle_kwargs,
         "baseline_model": script_args.baseline_model,
-        "augmenter": dataclasses.asdict(augment_args),
+        "augmenter": augmenter,
     }
 
 
@@ -364,7 +371,7 @@ def augment(script_args, training_args, augment_args, dataset: Dataset, baseline
     from ..oracles import make_oracle
 
     data_dir = Path(training_args.output_dir) / AUGMENTED_DATA_DIR
-    fingerprint = _augment_fingerprint(script_args, augment_args, len(dataset))
+    fingerprint = _augment_fingerprint(script_args, training_args, augment_args, len(dataset))
     settings_file, summary_file = data_dir / "settings.json", data_dir / "summary.json"
     with training_args.main_process_first(desc="Crome augmentation"):
         reusable = settings_file.exists() and json.loads(settings_file.read_text()) == fingerprint
@@ -528,6 +535,8 @@ def run_recipe(script_args, training_args, model_args, augment_args) -> RecipeRe
     (evaluations are filled on the main process only) and writes it to `<output_dir>/crome_results.json`."""
     from trl.data_utils import is_conversational
 
+    if script_args.setting == "pairpm" and (model_args.load_in_4bit or model_args.load_in_8bit):
+        raise ValueError("--load_in_4bit / --load_in_8bit are supported with --setting bt only.")
     trainer_class, _ = trainer_classes(script_args.setting)
     training_args.model_init_kwargs = _model_init_kwargs(model_args, training_args)
     result = RecipeResult(output_dir=training_args.output_dir)
