@@ -172,6 +172,10 @@ def test_generated_pools_from_a_tiny_local_policy(tokenizer):
             assert candidate["text"] and len(tokenizer(candidate["text"])["input_ids"]) <= 6
             expected = extract_final_answer(candidate["text"], last_number_fallback=True) == pool["gold"]
             assert candidate["label"] == ("correct" if expected else "incorrect")
-    assert tokenizer.padding_side == "right"  # restored after left-padded generation
+    assert tokenizer.padding_side == "right"  # left padding is built, not set on the caller's tokenizer
     samples = generate_candidates(policy, tokenizer, ["Hi", "A longer prompt"], num_candidates=2, max_new_tokens=2)
     assert [len(s) for s in samples] == [2, 2]
+    tokenizer.pad_token = None  # Llama-3-style policies ship without a pad token: the EOS pads instead
+    assert generate_candidates(policy, tokenizer, ["Hi", "A longer prompt"], num_candidates=2, max_new_tokens=2) == (
+        samples
+    )

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ..pairpm import pad_left
 from .answers import extract_final_answer, normalize_answer
 from .reports import json_safe, line_chart, markdown_table
 from .scoring import RewardScorer
@@ -176,6 +177,16 @@ def _gsm8k_candidates(solution: str, gold: int, num_candidates: int, rng: random
     return correct + wrong
 
 
+def _gsm8k_rows(path: str | os.PathLike, limit: int | None) -> list[tuple[dict[str, Any], str]]:
+    """The first `limit` GSM8K rows with their normalized gold answer; a row without `#### N` raises naming it."""
+    with open(path) as handle:
+        rows = [json.loads(line) for line in handle if line.strip()][:limit]
+    for index, row in enumerate(rows):
+        if "question" not in row or "####" not in row.get("answer", ""):
+            raise ValueError(f"GSM8K row {index}: field 'answer' must end with '#### N'")
+    return [(row, normalize_answer(row["answer"].rpartition("####")[2])) for row in rows]
+
+
 def gsm8k_pools(
     path: str | os.PathLike, num_candidates: int = 8, limit: int | None = None, seed: int = 0
 ) -> list[dict[str, Any]]:
@@ -192,12 +203,7 @@ def gsm8k_pools(
         raise ValueError(f"num_candidates must be >= 3 (2 correct + wrong ones), got {num_candidates}")
     rng = random.Random(seed)
     pools = []
-    with open(path) as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
-    for index, row in enumerate(rows[:limit]):
-        if "question" not in row or "####" not in row.get("answer", ""):
-            raise ValueError(f"GSM8K row {index}: field 'answer' must end with '#### N'")
-        gold_text = normalize_answer(row["answer"].rpartition("####")[2])
+    for index, (row, gold_text) in enumerate(_gsm8k_rows(path, limit)):
         try:
             gold = int(gold_text)
         except ValueError as error:
@@ -249,30 +255,26 @@ def generate_candidates(
         for p in prompts
     ]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only: pad on the left
     torch.manual_seed(seed)
     device = next(model.parameters()).device
     candidates = []
-    try:
-        for start in tqdm(range(0, len(texts), batch_size), desc="Generating", unit="batch"):
-            # The chat template already wrote any special tokens.
-            batch = tokenizer(
-                texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=not use_chat
-            ).to(device)
-            with torch.inference_mode():
-                output = model.generate(
-                    **batch,
-                    do_sample=True,
-                    temperature=temperature,
-                    top_p=top_p,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=num_candidates,
-                    pad_token_id=pad_id,
-                )
-            decoded = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-            candidates += [decoded[i : i + num_candidates] for i in range(0, len(decoded), num_candidates)]
-    finally:
-        tokenizer.padding_side = padding_side
+    for start in tqdm(range(0, len(texts), batch_size), desc="Generating", unit="batch"):
+        # The chat template already wrote any special tokens.
+        ids = tokenizer(texts[start : start + batch_size], add_special_tokens=not use_chat)["input_ids"]
+        batch = pad_left(ids, pad_id)  # decoder-only: pad on the left
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=num_candidates,
+                pad_token_id=pad_id,
+            )
+        decoded = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        candidates += [decoded[i : i + num_candidates] for i in range(0, len(decoded), num_candidates)]
     return candidates
 
 
@@ -289,11 +291,9 @@ def gsm8k_generated_pools(
     Each sample is labelled `correct` when its final answer (`####`, `\\boxed{}`, "the answer is", else its last
     number) equals the gold `#### N`.
     """
-    with open(path) as handle:
-        rows = [json.loads(line) for line in handle if line.strip()][:limit]
-    golds = [normalize_answer(row["answer"].rpartition("####")[2]) for row in rows]
+    rows = _gsm8k_rows(path, limit)
     samples = generate_candidates(
-        model, tokenizer, [row["question"] for row in rows], num_candidates, **generate_kwargs
+        model, tokenizer, [row["question"] for row, _ in rows], num_candidates, **generate_kwargs
     )
     return [
         {
@@ -311,7 +311,7 @@ def gsm8k_generated_pools(
                 for text in texts
             ],
         }
-        for index, (row, gold, texts) in enumerate(zip(rows, golds, samples))
+        for index, ((row, gold), texts) in enumerate(zip(rows, samples))
     ]
 
 
