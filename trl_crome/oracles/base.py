@@ -14,12 +14,15 @@ import json
 import random
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
+
+# `should_stop` of `Oracle.astream`: asked before each new request is sent; True means send no more.
+StopCheck = Callable[[], bool]
 
 
 class OracleFatalError(RuntimeError):
@@ -234,8 +237,9 @@ class Oracle(ABC):
     """Base class of every LLM backend.
 
     Subclasses implement [`~Oracle.agenerate`] for a single request; a backend that answers many requests at once
-    (local batched generation, a batch API) also overrides [`~Oracle._astream`]. [`~Oracle.generate`] runs many
-    requests with at most `max_concurrency` in flight and returns the responses in request order.
+    (local batched generation, a batch API) also overrides [`~Oracle._astream`], honouring its `should_stop`.
+    [`~Oracle.generate`] runs many requests with at most `max_concurrency` in flight and returns the responses in
+    request order.
 
     Class attributes:
         input_price_per_million / output_price_per_million (`float`):
@@ -259,36 +263,71 @@ class Oracle(ABC):
     async def agenerate(self, request: OracleRequest) -> OracleResponse:
         """Answer one request. Must not raise for per-request failures: return a response with `error` set."""
 
-    async def _astream(self, requests: Sequence[OracleRequest]) -> AsyncIterator[tuple[int, OracleResponse]]:
-        """Yields `(index, response)` as each answer arrives, `max_concurrency` requests in flight."""
+    async def _astream(
+        self, requests: Sequence[OracleRequest], should_stop: StopCheck | None = None
+    ) -> AsyncIterator[tuple[int, OracleResponse]]:
+        """Yields `(index, response)` as each answer arrives, `max_concurrency` requests in flight.
+
+        With `should_stop`, each worker waits until its answer has been handed on (so that the caller has counted
+        it) and then asks `should_stop` before it sends its next request: once it says True, no new request is sent
+        and at most `max_concurrency - 1` requests already in flight finish after the answer that decided the stop.
+        Requests never sent are not yielded.
+        """
         queue: asyncio.Queue = asyncio.Queue()
         pending = iter(enumerate(requests))  # shared by the workers: each request is taken exactly once
+        done = object()  # what a worker puts when it has no more request to send
 
         async def worker() -> None:
             try:
-                for index, request in pending:
-                    await queue.put((index, await self.agenerate(request)))
+                while not (should_stop is not None and should_stop()):
+                    item = next(pending, None)
+                    if item is None:
+                        break
+                    index, request = item
+                    handed_on = asyncio.Event() if should_stop is not None else None
+                    await queue.put((index, await self.agenerate(request), handed_on))
+                    if handed_on is not None:
+                        await handed_on.wait()
             except Exception as error:  # a fatal error: hand it to the consumer, which re-raises it
                 await queue.put(error)
+            await queue.put(done)
 
         workers = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(requests)))]
         try:
-            for _ in range(len(requests)):
+            running = len(workers)
+            while running:
                 item = await queue.get()
+                if item is done:
+                    running -= 1
+                    continue
                 if isinstance(item, Exception):
                     raise item
-                yield item
+                index, response, handed_on = item
+                yield index, response
+                if handed_on is not None:
+                    handed_on.set()
         finally:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
-    async def astream(self, requests: Sequence[OracleRequest]) -> AsyncIterator[tuple[int, OracleResponse]]:
+    async def astream(
+        self, requests: Sequence[OracleRequest], should_stop: StopCheck | None = None
+    ) -> AsyncIterator[tuple[int, OracleResponse]]:
         """Yields `(index, response)` for every request as soon as its answer arrives (not in request order).
 
         This is what lets a cache store each answer the moment it exists, so that a killed run loses nothing.
+
+        Args:
+            requests (`Sequence[OracleRequest]`):
+                The requests to answer.
+            should_stop (`Callable[[], bool]`, *optional*):
+                Asked before each new request is sent (each batch job, for a batch backend). Once it returns True,
+                nothing new is sent: the requests already sent finish and are yielded (and stored by a
+                [`CachedOracle`]), the others are *not yielded*, so the caller gets fewer responses than requests.
+                Used to stop a run at a budget; it must be cheap and must not raise.
         """
-        async for index, response in self._astream(requests):
+        async for index, response in self._astream(requests, should_stop):
             self.stats.record(response)
             yield index, response
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import Oracle, OracleRequest, OracleResponse, Usage
+from .base import Oracle, OracleRequest, OracleResponse, StopCheck, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,10 @@ class CachedOracle(Oracle):
         if not response.transient:
             self.cache.put(key, response, model=self.model, template=request.template)
 
-    async def _astream(self, requests: Sequence[OracleRequest]) -> AsyncIterator[tuple[int, OracleResponse]]:
+    async def _astream(
+        self, requests: Sequence[OracleRequest], should_stop: StopCheck | None = None
+    ) -> AsyncIterator[tuple[int, OracleResponse]]:
+        # Cache hits cost nothing and are always served; `should_stop` only holds back the misses not yet sent.
         misses: dict[str, list[int]] = {}  # key -> the indices asking for it
         for index, request in enumerate(requests):
             key = request.cache_key(self.model)
@@ -131,7 +134,8 @@ class CachedOracle(Oracle):
             else:
                 yield index, _as_hit(cached)
         keys = list(misses)
-        async for position, response in self.oracle.astream([requests[misses[key][0]] for key in keys]):
+        unique = [requests[misses[key][0]] for key in keys]
+        async for position, response in self.oracle.astream(unique, should_stop):
             key = keys[position]
             first, *duplicates = misses[key]
             # Stored before it is handed on, in a thread: creating a file is slow next to an HTTP answer, and the

@@ -26,6 +26,7 @@ from .base import (
     OracleRequest,
     OracleResponse,
     RetryPolicy,
+    StopCheck,
     Usage,
     is_transient_error,
     parse_retry_after,
@@ -248,16 +249,18 @@ class GeminiOracle(Oracle):
             )
             await asyncio.sleep(delay)
 
-    async def _astream(self, requests: Sequence[OracleRequest]) -> AsyncIterator[tuple[int, OracleResponse]]:
+    async def _astream(
+        self, requests: Sequence[OracleRequest], should_stop: StopCheck | None = None
+    ) -> AsyncIterator[tuple[int, OracleResponse]]:
         if not self.batch:
-            async for item in super()._astream(requests):
+            async for item in super()._astream(requests, should_stop):
                 yield item
             return
         chunks = [
             range(start, min(start + self.batch_size, len(requests)))
             for start in range(0, len(requests), self.batch_size)
         ]
-        jobs = [asyncio.create_task(self._run_batch_job(requests, chunk)) for chunk in chunks]
+        jobs = [asyncio.create_task(self._run_batch_job(requests, chunk, should_stop)) for chunk in chunks]
         try:
             for finished in asyncio.as_completed(jobs):
                 state_path, rows = await finished
@@ -277,15 +280,20 @@ class GeminiOracle(Oracle):
         return self.state_dir / f"{digest}.json"
 
     async def _run_batch_job(
-        self, requests: Sequence[OracleRequest], indices: range
+        self, requests: Sequence[OracleRequest], indices: range, should_stop: StopCheck | None = None
     ) -> tuple[Path, list[tuple[int, OracleResponse]]]:
-        """Submits (or resumes) one batch job, polls it to the end; returns its state file and its rows' responses."""
+        """Submits (or resumes) one batch job, polls it to the end; returns its state file and its rows' responses.
+
+        A job already submitted is always resumed (it is paid for); a new one is not submitted once `should_stop()`
+        says so, and then gives no rows."""
         client = self._client()
         keys = [requests[i].cache_key(self.model) for i in indices]
         state_path = self._state_path(keys)
         if state_path.exists():
             name = json.loads(state_path.read_text())["name"]
             logger.info("Resuming batch job %s (%d requests) from %s", name, len(keys), state_path)
+        elif should_stop is not None and should_stop():
+            return state_path, []
         else:
             inlined = [
                 types.InlinedRequest(

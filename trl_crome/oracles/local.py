@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .base import Oracle, OracleRequest, OracleResponse, Usage
+from .base import Oracle, OracleRequest, OracleResponse, StopCheck, Usage
 
 JSON_INSTRUCTION = "Reply with only a JSON object that follows this JSON schema:\n{schema}"
 
@@ -123,7 +123,9 @@ class TransformersOracle(Oracle):
         (response,) = await asyncio.to_thread(self._generate_batch, [request])
         return response
 
-    async def _astream(self, requests: Sequence[OracleRequest]) -> AsyncIterator[tuple[int, OracleResponse]]:
+    async def _astream(
+        self, requests: Sequence[OracleRequest], should_stop: StopCheck | None = None
+    ) -> AsyncIterator[tuple[int, OracleResponse]]:
         # Similar lengths together waste less padding; equal temperatures together share one `generate` call.
         order = sorted(range(len(requests)), key=lambda i: (requests[i].temperature, len(requests[i].prompt)))
         batches: list[list[int]] = []
@@ -134,6 +136,8 @@ class TransformersOracle(Oracle):
                     continue
             batches.append([index])
         for batch in batches:
+            if should_stop is not None and should_stop():
+                return
             # In a worker thread, so that the event loop (and a progress bar, a cache) keeps running meanwhile.
             responses = await asyncio.to_thread(self._generate_batch, [requests[i] for i in batch])
             for index, response in zip(batch, responses):
