@@ -8,7 +8,7 @@ Steps: load data -> Crome augmentation (or --augmented_dataset) -> optional base
 See docs/recipes.md.
 """
 
-from trl_crome.cli.train import main
+from trl_crome.recipe import main
 
 if __name__ == "__main__":
     main()

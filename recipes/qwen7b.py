@@ -10,12 +10,12 @@ The other variant is full fine-tuning with DeepSpeed ZeRO-3 (or FSDP2) on 8 x 80
         --config recipes/configs/qwen7b_full.yaml
 
 Any field can be overridden on the command line, e.g. `--max_train_samples 2000 --learning_rate 5e-6`. The steps and
-every option are in docs/recipes.md; the pipeline itself is `trl_crome.cli.train`.
+every option are in docs/recipes.md; the pipeline itself is `trl_crome.recipe`.
 """
 
 from pathlib import Path
 
-from trl_crome.cli.train import main
+from trl_crome.recipe import main
 
 if __name__ == "__main__":
     main(default_config=Path(__file__).resolve().parent / "configs" / "qwen7b.yaml")

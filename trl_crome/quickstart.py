@@ -3,7 +3,7 @@
 A local oracle (SmolLM2-135M-Instruct, [`~trl_crome.TransformersOracle`]) writes causal rubrics and counterfactuals
 for a few dozen preference pairs, neutral pairs are added, a small Crome reward model (SmolLM2-135M with a score head)
 trains for a few steps, and it is evaluated on a RewardBench slice and on a few robustness transformations. The
-pipeline is the recipes' own ([`~trl_crome.cli.train.run_recipe`]), with settings sized for a laptop.
+pipeline is the recipes' own ([`~trl_crome.recipe.run_recipe`]), with settings sized for a laptop.
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ def build_recipe_args(config: QuickstartConfig) -> tuple:
     from datasets import Dataset
     from trl import ModelConfig
 
-    from .cli.train import CromeScriptArguments, augment_arguments_class, load_preference_data
     from .models import smollm2_path
+    from .recipe import CromeScriptArguments, augment_arguments_class, load_preference_data
     from .trainer import CromeRewardConfig
 
     output_dir = Path(config.output_dir)
@@ -229,7 +229,7 @@ def run_quickstart(config: QuickstartConfig | None = None) -> tuple:
     """Run the quickstart; returns `(RecipeResult, report_text)`."""
     import time
 
-    from .cli.train import run_recipe
+    from .recipe import run_recipe
 
     config = config or QuickstartConfig()
     started = time.perf_counter()

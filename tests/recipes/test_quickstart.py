@@ -8,7 +8,6 @@ import json
 import pytest
 from datasets import Dataset
 
-from trl_crome.cli.train import RecipeResult, load_preference_data
 from trl_crome.data import validate_preference_dataset
 from trl_crome.evaluation.rewardbench import load_rewardbench, score_rewardbench
 from trl_crome.quickstart import (
@@ -21,6 +20,7 @@ from trl_crome.quickstart import (
     resolve_rewardbench,
     run_quickstart,
 )
+from trl_crome.recipe import RecipeResult, load_preference_data
 
 
 def answer(row, field):

@@ -9,7 +9,7 @@ import pytest
 
 from trl_crome.augment import CromeAugmenterConfig
 from trl_crome.cli import build_parser
-from trl_crome.cli.train import RECIPE_SET_AUGMENT_FIELDS, CromeScriptArguments, parse_recipe_args
+from trl_crome.recipe import RECIPE_SET_AUGMENT_FIELDS, CromeScriptArguments, parse_recipe_args
 from trl_crome.trainer import CromeRewardConfig
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -110,7 +110,7 @@ def test_pairpm_setting_parses_into_the_pairpm_config():
 
 def test_quantized_loading_reaches_the_trainer_and_pairpm_refuses_it(tmp_path):
     """The trainer class is a recorder here: really loading a model in 4 bits needs bitsandbytes and a GPU."""
-    from trl_crome.cli.train import _train, run_recipe
+    from trl_crome.recipe import run_recipe, train
 
     class Recorder:
         def __init__(self, **kwargs):
@@ -123,9 +123,9 @@ def test_quantized_loading_reaches_the_trainer_and_pairpm_refuses_it(tmp_path):
             pass
 
     _, training_args, model_args, _ = parse("qwen7b.yaml", "--load_in_4bit", "--output_dir", str(tmp_path))
-    assert _train(Recorder, model_args, training_args, train_dataset=None).kwargs["quantization_config"].load_in_4bit
+    assert train(Recorder, model_args, training_args, train_dataset=None).kwargs["quantization_config"].load_in_4bit
     _, training_args, model_args, _ = parse("qwen7b.yaml", "--output_dir", str(tmp_path))
-    assert "quantization_config" not in _train(Recorder, model_args, training_args, train_dataset=None).kwargs
+    assert "quantization_config" not in train(Recorder, model_args, training_args, train_dataset=None).kwargs
     pairpm = parse("qwen7b.yaml", "--setting", "pairpm", "--lora_task_type", "CAUSAL_LM", "--load_in_8bit")
     with pytest.raises(ValueError, match="--setting bt only"):
         run_recipe(*pairpm)
@@ -135,12 +135,12 @@ def test_saved_augmented_data_is_reused_only_when_everything_that_shapes_it_matc
     import copy
     import dataclasses
 
-    from trl_crome.cli.train import _augment_fingerprint
+    from trl_crome.recipe.steps import augment_fingerprint
 
     script_args, training_args, _, augment_args = parse("qwen7b.yaml")
-    base = _augment_fingerprint(script_args, training_args, augment_args, 100)
+    base = augment_fingerprint(script_args, training_args, augment_args, 100)
     quiet = dataclasses.replace(augment_args, show_progress=not augment_args.show_progress)
-    assert _augment_fingerprint(script_args, training_args, quiet, 100) == base  # progress bars change nothing
+    assert augment_fingerprint(script_args, training_args, quiet, 100) == base  # progress bars change nothing
     for owner, field_name, value in (
         (training_args, "seed", training_args.seed + 1),
         (script_args, "setting", "pairpm"),
@@ -149,5 +149,5 @@ def test_saved_augmented_data_is_reused_only_when_everything_that_shapes_it_matc
         changed = copy.copy(owner)
         setattr(changed, field_name, value)
         args = (changed, training_args) if owner is script_args else (script_args, changed)
-        assert _augment_fingerprint(*args, augment_args, 100) != base, field_name
-    assert _augment_fingerprint(script_args, training_args, augment_args, 99) != base
+        assert augment_fingerprint(*args, augment_args, 100) != base, field_name
+    assert augment_fingerprint(script_args, training_args, augment_args, 99) != base

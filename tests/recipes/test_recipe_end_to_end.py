@@ -157,7 +157,7 @@ def test_baseline_is_trained_once_on_the_original_pairs(tmp_path, tokenizer):
     rerun (e.g. a resumed job) reuses it instead of training again."""
     from trl import ModelConfig
 
-    from trl_crome.cli.train import BASELINE_DIR, load_preference_data, train_baseline
+    from trl_crome.recipe import BASELINE_DIR, load_preference_data, train_baseline
     from trl_crome.trainer import CromeRewardConfig, CromeRewardTrainer
 
     model_dir = tmp_path / "tiny-llama"

@@ -1,0 +1,58 @@
+"""The recipe's sections of the model card: base model and data, augmentation settings and counts, evaluations."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .pipeline import RecipeResult
+
+
+def model_card_sections(script_args, model_args, augment_args, result: RecipeResult) -> dict[str, str]:
+    """The recipe's model-card sections: data and base model, augmentation settings and counts, evaluation."""
+    data_lines = [
+        f"- Base model: `{model_args.model_name_or_path}`",
+        f"- Setting: `{script_args.setting}`",
+        f"- Preference data: `{script_args.dataset_name}`"
+        + (f" (config `{script_args.dataset_config}`)" if script_args.dataset_config else ""),
+    ]
+    if script_args.augmented_dataset:
+        data_lines.append(f"- Augmented data: `{script_args.augmented_dataset}` (augmented before this run)")
+    sections = {"Base model and data": "\n".join(data_lines)}
+
+    if result.augmentation is not None:
+        summary = result.augmentation
+        tau = augment_args.filter_tau if script_args.baseline_model and augment_args.filter_augmented else None
+        lines = [
+            f"- Oracle: `{script_args.oracle}` / `{script_args.oracle_model or 'backend default'}`",
+            f"- Causal rewrites: directions {', '.join(augment_args.directions)}; "
+            f"{augment_args.attributes_per_example} attribute(s) per example; rubrics from the oracle: "
+            f"{augment_args.identify_rubrics}",
+            f"- Neutral (IQN) pairs per original / causal pair: {augment_args.neutrals_per_original} / "
+            f"{augment_args.neutrals_per_causal}",
+            f"- Baseline filter: tau = {tau} (baseline `{script_args.baseline_model}`)"
+            if tau is not None
+            else "- Baseline filter: off",
+            f"- Input rows: {summary.input_rows}",
+            "",
+            "| kind | pairs | filtered out |",
+            "|---|---|---|",
+            *(f"| {kind} | {count} | {summary.filtered_out.get(kind, 0)} |" for kind, count in summary.pairs.items()),
+        ]
+        if summary.rejects:
+            lines += ["", "Rejected rewrites: " + ", ".join(f"{k} {v}" for k, v in summary.rejects.items())]
+        sections["Crome augmentation"] = "\n".join(lines)
+
+    if result.rewardbench is not None:
+        # The result's own markdown starts with a level-2 title; the card nests it under "Crome training".
+        sections["Evaluation: RewardBench"] = result.rewardbench.to_markdown().split("\n", 2)[2]
+    if result.robustness is not None:
+        robustness = result.robustness
+        changed = [info for info in robustness.per_transform.values() if info["changed"]]
+        mean_drop = sum(info["drop"] for info in changed) / len(changed) if changed else float("nan")
+        sections["Evaluation: robustness to meaning-preserving transformations"] = (
+            f"Mean accuracy drop over {len(changed)} transformations: {100 * mean_drop:+.2f} points "
+            f"(original accuracy {100 * robustness.original_accuracy:.2f}% on {robustness.num_pairs} pairs).\n\n"
+            + robustness.to_markdown().split("\n", 2)[2]
+        )
+    return sections

@@ -1,0 +1,224 @@
+"""The steps of the Crome recipe, each usable on its own: load the data, train (the model or the filter's baseline),
+augment, evaluate the saved model. [`~trl_crome.recipe.run_recipe`] runs them in order."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+AUGMENTED_DATA_DIR = "crome_data"
+BASELINE_DIR = "baseline"
+EVAL_DIR = "eval"
+
+
+def load_preference_data(name: str, config: str | None = None, split: str = "train") -> Dataset:
+    """A local file (`.jsonl`, `.json`, `.parquet`, `.csv`), a `save_to_disk` folder, or a Hub dataset's split."""
+    from datasets import load_dataset, load_from_disk
+
+    path = Path(name)
+    if path.is_dir() and (path / "dataset_info.json").exists():
+        return load_from_disk(str(path))
+    if path.is_file():
+        suffix = path.suffix.lower()
+        builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(suffix)
+        if builder is None:
+            raise ValueError(f"Cannot read {path}: expected a .jsonl, .json, .parquet or .csv file.")
+        return load_dataset(builder, data_files=str(path), split="train")
+    return load_dataset(name, config, split=split)
+
+
+def model_init_kwargs(model_args, training_args) -> dict[str, Any]:
+    """The `from_pretrained` kwargs of the model: `ModelConfig` settings, then the training config's own."""
+    kwargs = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    kwargs.update(training_args.model_init_kwargs or {})
+    return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def train(trainer_class, model_args, training_args, train_dataset, eval_dataset=None):
+    """Train `trainer_class` on `train_dataset` (resuming when asked) and save the model to `output_dir`."""
+    from trl import get_peft_config, get_quantization_config
+
+    # `--load_in_4bit` / `--load_in_8bit` (QLoRA), passed the way TRL's own reward script does.
+    quantization_config = get_quantization_config(model_args)
+    quantization = {} if quantization_config is None else {"quantization_config": quantization_config}
+    trainer = trainer_class(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        peft_config=get_peft_config(model_args),
+        **quantization,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)  # with the tokenizer (`processing_class`), which the scorer reads
+    return trainer
+
+
+def train_baseline(trainer_class, model_args, training_args, dataset: Dataset) -> str:
+    """Train the filter's baseline reward model on the original pairs only, with the recipe's settings."""
+    output_dir = os.path.join(training_args.output_dir, BASELINE_DIR)
+    if os.path.exists(os.path.join(output_dir, "config.json")) or os.path.exists(
+        os.path.join(output_dir, "adapter_config.json")
+    ):
+        logger.info("Reusing the baseline reward model in %s", output_dir)
+        return output_dir
+    baseline_args = dataclasses.replace(
+        training_args, output_dir=output_dir, push_to_hub=False, eval_strategy="no", resume_from_checkpoint=None
+    )
+    trainer = train(trainer_class, model_args, baseline_args, dataset)
+    del trainer
+    _free_memory()
+    return output_dir
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def augment_fingerprint(script_args, training_args, augment_args, num_rows: int) -> dict[str, Any]:
+    """Everything that changes the augmented data: a rerun reuses the saved data only when all of it matches."""
+    augmenter = {k: v for k, v in dataclasses.asdict(augment_args).items() if k != "show_progress"}
+    return {
+        "dataset_name": script_args.dataset_name,
+        "dataset_config": script_args.dataset_config,
+        "dataset_train_split": script_args.dataset_train_split,
+        "rows": num_rows,
+        "seed": training_args.seed,  # the neutral prompts and fallback attributes
+        "setting": script_args.setting,  # the baseline's margins: reward differences or PairPM preferences
+        "oracle": script_args.oracle,
+        "oracle_model": script_args.oracle_model,
+        "oracle_kwargs": script_args.oracle_kwargs,
+        "baseline_model": script_args.baseline_model,
+        "augmenter": augmenter,
+    }
+
+
+def augment(script_args, training_args, augment_args, dataset: Dataset, baseline: str | None, chat_template: bool):
+    """Run the [`~trl_crome.CromeAugmenter`] on the main process; the other processes load its saved output.
+
+    The output (and `summary.json`) is kept in `<output_dir>/crome_data` and reused by a rerun with the same settings;
+    the oracle cache there makes an interrupted augmentation resume without paying again for answered calls.
+    Returns `(dataset, summary)`, the summary as an [`~trl_crome.augment.AugmentationSummary`].
+    """
+    from datasets import load_from_disk
+
+    from ..augment import AugmentationSummary, CromeAugmenter, CromeAugmenterConfig
+    from ..oracles import make_oracle
+
+    data_dir = Path(training_args.output_dir) / AUGMENTED_DATA_DIR
+    fingerprint = augment_fingerprint(script_args, training_args, augment_args, len(dataset))
+    settings_file, summary_file = data_dir / "settings.json", data_dir / "summary.json"
+    with training_args.main_process_first(desc="Crome augmentation"):
+        reusable = settings_file.exists() and json.loads(settings_file.read_text()) == fingerprint
+        if reusable and (data_dir / "dataset" / "dataset_info.json").exists():
+            summary = AugmentationSummary(**json.loads(summary_file.read_text()))
+            return load_from_disk(str(data_dir / "dataset")), summary
+        config = CromeAugmenterConfig(
+            **dataclasses.asdict(augment_args),
+            output_dir=str(data_dir),
+            cache_dir=script_args.oracle_cache_dir,
+            seed=training_args.seed,
+        )
+        baseline_fn = None
+        if baseline is not None and config.filter_augmented:
+            scorer = load_scorer(script_args.setting, baseline, training_args, chat_template)
+            # A reward model scores each (prompt, answer); the margin of a pair is the difference of two rewards.
+            baseline_fn = pairpm_margins(scorer) if script_args.setting == "pairpm" else _reward_margins(scorer)
+        oracle = make_oracle(script_args.oracle, model=script_args.oracle_model, **(script_args.oracle_kwargs or {}))
+        augmenter = CromeAugmenter(oracle, config, baseline=baseline_fn)
+        augmented = augmenter(dataset)
+        augmented.save_to_disk(str(data_dir / "dataset"))
+        augmenter.summary.save(summary_file)
+        settings_file.write_text(json.dumps(fingerprint, indent=2) + "\n")
+        del augmenter, oracle, baseline_fn
+        _free_memory()
+        return augmented, AugmentationSummary(**json.loads(summary_file.read_text()))
+
+
+def _reward_margins(scorer):
+    def margins(prompts, answers_a, answers_b) -> list[float]:
+        rewards_a, rewards_b = scorer.score_pairs(prompts, answers_a, answers_b)
+        return [a - b for a, b in zip(rewards_a, rewards_b)]
+
+    return margins
+
+
+def _eval_dtype(training_args):
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.bfloat16 if training_args.bf16 else (torch.float16 if training_args.fp16 else None)
+
+
+def load_scorer(setting: str, model_dir: str | os.PathLike, training_args, chat_template: bool):
+    """A scorer of a saved model: a [`~trl_crome.evaluation.RewardScorer`] (bt) or a `PairPMScorer` (pairpm)."""
+    kwargs = {"batch_size": training_args.per_device_eval_batch_size, "torch_dtype": _eval_dtype(training_args)}
+    if setting == "pairpm":
+        from ..evaluation.pairpm import PairPMScorer
+
+        return PairPMScorer(model_dir, **kwargs)  # the template and max_length come from the folder's pairpm.json
+    from ..evaluation.scoring import RewardScorer
+
+    return RewardScorer(model_dir, max_length=training_args.max_length, chat_template=chat_template, **kwargs)
+
+
+def pairpm_margins(scorer):
+    """A PairPM as the filter's baseline: margin `logit(P(a better than b))`, the BT margin it stands for."""
+
+    def margins(prompts, answers_a, answers_b) -> list[float]:
+        probabilities = scorer.prefer(prompts, answers_a, answers_b)
+        return [math.log(max(p, 1e-12)) - math.log(max(1 - p, 1e-12)) for p in probabilities]
+
+    return margins
+
+
+def evaluate(script_args, training_args, chat_template: bool):
+    """RewardBench and robustness evaluation of the saved model (main process). Returns `(rewardbench, robustness)`."""
+    from ..evaluation.rewardbench import evaluate_rewardbench, load_rewardbench, subsample_per_subset
+    from ..evaluation.transforms import evaluate_robustness
+
+    if script_args.rewardbench is None:
+        return None, None
+    output_dir = Path(training_args.output_dir) / EVAL_DIR
+    rows = load_rewardbench(script_args.rewardbench)
+    scorer = load_scorer(script_args.setting, training_args.output_dir, training_args, chat_template)
+    rewardbench = evaluate_rewardbench(
+        scorer, rows, per_subset=script_args.rewardbench_per_subset, seed=training_args.seed, output_dir=output_dir
+    )
+    robustness = None
+    if script_args.robustness_transforms != []:
+        pairs = subsample_per_subset(rows, script_args.robustness_per_subset, seed=training_args.seed)
+        robustness = evaluate_robustness(
+            scorer, pairs, script_args.robustness_transforms, seed=training_args.seed, output_dir=output_dir
+        )
+    return rewardbench, robustness
+
+
+def last_train_metrics(log_history: list[dict[str, float]]) -> dict[str, float]:
+    """The last logged training loss, accuracy, margin and tie |d| (each from the last step that logged it)."""
+    metrics: dict[str, float] = {}
+    for entry in log_history:
+        for key in ("loss", "accuracy", "margin", "tie_abs_margin", "train_loss", "train_runtime", "epoch"):
+            if key in entry:
+                metrics[key] = entry[key]
+    return metrics
