@@ -135,10 +135,12 @@ def test_model_card_carries_the_crome_settings_and_results(recipe_run):
     for kind, count in results["augmentation"]["pairs"].items():
         assert f"| {kind} | {count} |" in card
     # Base model, data, augmentation settings.
-    assert f"Base model: `{model_dir}`" in card
-    assert f"Preference data: `{default_dataset_path()}`" in card
+    # Local folders and files by their own names: no machine path anywhere in the card.
+    assert str(model_dir.parent) not in card and "None" not in card
+    assert f"Base model: `{model_dir.name}`" in card and f"fine-tuned version of `{model_dir.name}`" in card
+    assert f"Preference data: `{default_dataset_path().name}`" in card
     assert "Oracle: `gemini` / `backend default`" in card
-    assert f"Baseline filter: tau = 0.0 (baseline `{model_dir}`)" in card
+    assert f"Baseline filter: tau = 0.0 (baseline `{model_dir.name}`)" in card
     assert "directions degrade, upgrade" in card
     # Evaluation results: the RewardBench table and the robustness drop.
     overall = 100 * results["rewardbench"]["overall"]

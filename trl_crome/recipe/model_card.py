@@ -4,33 +4,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..trainer.model_card import public_name
+
 if TYPE_CHECKING:
     from .pipeline import RecipeResult
 
 
 def model_card_sections(script_args, model_args, augment_args, result: RecipeResult) -> dict[str, str]:
-    """The recipe's model-card sections: data and base model, augmentation settings and counts, evaluation."""
+    """The recipe's model-card sections: data and base model, augmentation settings and counts, evaluation. Local
+    files and folders are named without their machine path (see [`~trl_crome.trainer.model_card.public_name`])."""
     data_lines = [
-        f"- Base model: `{model_args.model_name_or_path}`",
+        f"- Base model: `{public_name(model_args.model_name_or_path)}`",
         f"- Setting: `{script_args.setting}`",
-        f"- Preference data: `{script_args.dataset_name}`"
+        f"- Preference data: `{public_name(script_args.dataset_name)}`"
         + (f" (config `{script_args.dataset_config}`)" if script_args.dataset_config else ""),
     ]
     if script_args.augmented_dataset:
-        data_lines.append(f"- Augmented data: `{script_args.augmented_dataset}` (augmented before this run)")
+        data_lines.append(
+            f"- Augmented data: `{public_name(script_args.augmented_dataset)}` (augmented before this run)"
+        )
     sections = {"Base model and data": "\n".join(data_lines)}
 
     if result.augmentation is not None:
         summary = result.augmentation
         tau = augment_args.filter_tau if script_args.baseline_model and augment_args.filter_augmented else None
         lines = [
-            f"- Oracle: `{script_args.oracle}` / `{script_args.oracle_model or 'backend default'}`",
+            f"- Oracle: `{script_args.oracle}` / `{public_name(script_args.oracle_model) or 'backend default'}`",
             f"- Causal rewrites: directions {', '.join(augment_args.directions)}; "
             f"{augment_args.attributes_per_example} attribute(s) per example; rubrics from the oracle: "
             f"{augment_args.identify_rubrics}",
             f"- Neutral (IQN) pairs per original / causal pair: {augment_args.neutrals_per_original} / "
             f"{augment_args.neutrals_per_causal}",
-            f"- Baseline filter: tau = {tau} (baseline `{script_args.baseline_model}`)"
+            f"- Baseline filter: tau = {tau} (baseline `{public_name(script_args.baseline_model)}`)"
             if tau is not None
             else "- Baseline filter: off",
             f"- Input rows: {summary.input_rows}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from ..data import (
 from ..pairpm import PAIRPM_CONFIG_NAME, PairPMFormatter, pad_left, preference_logits
 from .losses import composite_loss
 from .metrics import per_kind_metrics
-from .model_card import CromeModelCardMixin
+from .model_card import EXAMPLE_ANSWERS, EXAMPLE_PROMPT, CromeModelCardMixin
 from .pair_labels import KIND_ID_COLUMN, add_kind_id, add_pair_labels
 from .pairpm_config import CromePairPMConfig
 
@@ -406,6 +407,21 @@ class CromePairPMTrainer(CromeModelCardMixin, _BaseTrainer):
         }
         path = Path(output_dir or self.args.output_dir) / PAIRPM_CONFIG_NAME
         path.write_text(json.dumps(pairpm, indent=2) + "\n", encoding="utf-8")
+
+    def _quick_start(self, model_id: str) -> str:
+        return textwrap.dedent(f"""\
+            Compare two answers with the preference model (`pip install trl-crome`; the scorer reads the input format
+            from `pairpm.json` beside the weights, and loads LoRA adapter folders as well as full models):
+
+            ```python
+            from trl_crome import PairPMScorer
+
+            scorer = PairPMScorer("{model_id}"){self._model_id_comment(model_id)}
+            prompt = "{EXAMPLE_PROMPT}"
+            probabilities = scorer.prefer([prompt], ["{EXAMPLE_ANSWERS[0]}"], ["{EXAMPLE_ANSWERS[1]}"])
+            print(probabilities)  # P(first answer better than the second), averaged over both orders
+            ```
+            """)
 
     # Save the model card with every checkpoint, as TRL's trainers do.
     def _save_checkpoint(self, model, trial):

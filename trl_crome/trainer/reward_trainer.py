@@ -11,7 +11,7 @@ from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardTrainer
-from trl.data_utils import get_dataset_column_names
+from trl.data_utils import get_dataset_column_names, is_conversational
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from ..data import (
@@ -152,6 +152,8 @@ class CromeRewardTrainer(CromeModelCardMixin, RewardTrainer):
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         dataset, kinds = validate_preference_dataset(dataset, dataset_name)
+        if dataset_name == "train" and "chosen" in get_dataset_column_names(dataset):  # not pre-tokenized
+            self.train_conversational = is_conversational(next(iter(dataset)))
         self.kind_names += [kind for kind in kinds if kind not in self.kind_names]
         dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         columns = get_dataset_column_names(dataset)
