@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .benchmark_files import load_benchmark_rows
 from .pair_scoring import as_pair_scorer, compare_pairs
 from .reports import bar_chart, json_safe, markdown_table
 
@@ -82,17 +83,7 @@ def load_rewardbench(source: str | os.PathLike | None = None) -> list[dict[str, 
     Raises:
         `ValueError`: naming the first row index and field that is missing or not a string.
     """
-    from datasets import load_dataset
-
-    if source is None or str(source) == "hub":
-        dataset = load_dataset(REWARDBENCH_HUB_ID, split=REWARDBENCH_SPLIT)
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"RewardBench file {path} does not exist")
-        builder = "parquet" if path.suffix == ".parquet" else "json"
-        dataset = load_dataset(builder, data_files=str(path), split="train")
-    rows = dataset.to_list()
+    rows = load_benchmark_rows(source, REWARDBENCH_HUB_ID, REWARDBENCH_SPLIT, "RewardBench")
     validate_rewardbench_rows(rows)
     return rows
 
