@@ -51,6 +51,58 @@ def bar_chart(
     plt.close(fig)
 
 
+def grouped_bar_chart(
+    groups: Sequence[str], series: dict[str, Sequence[float]], path: str | os.PathLike, title: str, ylabel: str
+) -> None:
+    """One cluster of bars per group, one bar per series in it (with a legend), saved to `path`."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) + 2), 4))
+    width = 0.8 / max(len(series), 1)
+    for k, (name, values) in enumerate(series.items()):
+        positions = [g + (k - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        bars = ax.bar(positions, values, width, label=name)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def heatmaps(
+    matrices: dict[str, Sequence[Sequence[float]]],
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    path: str | os.PathLike,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    vmax: float = 100.0,
+) -> None:
+    """One annotated heatmap per named matrix, side by side on a shared 0..`vmax` colour scale, saved to `path`."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(matrices), figsize=(2.9 * len(matrices) + 1.6, 3.4), squeeze=False, sharey=True)
+    image = None
+    for k, (ax, (name, matrix)) in enumerate(zip(axes[0], matrices.items())):
+        image = ax.imshow(matrix, vmin=0.0, vmax=vmax, cmap="viridis")
+        for i, line in enumerate(matrix):
+            for j, value in enumerate(line):
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", color="w" if value < vmax / 2 else "k")
+        ax.set_xticks(range(len(column_labels)), column_labels, fontsize=8)
+        ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        if k == 0:
+            ax.set_ylabel(ylabel)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def line_chart(
     x: Sequence[float],
     series: dict[str, Sequence[float]],
