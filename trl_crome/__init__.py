@@ -39,6 +39,8 @@ _LAZY = {
     "RewardScorer": "trl_crome.evaluation.scoring",
     "PairPMScorer": "trl_crome.evaluation.pairpm",
     "evaluate_rewardbench": "trl_crome.evaluation.rewardbench",
+    "evaluate_rewardbench2": "trl_crome.evaluation.rewardbench2",
+    "evaluate_rmbench": "trl_crome.evaluation.rmbench",
     "evaluate_robustness": "trl_crome.evaluation.transforms",
     "evaluate_best_of_n": "trl_crome.evaluation.best_of_n",
     # Small local models
@@ -54,6 +56,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; the names resolve lazily at run
     from .evaluation.best_of_n import evaluate_best_of_n  # noqa: F401
     from .evaluation.pairpm import PairPMScorer  # noqa: F401
     from .evaluation.rewardbench import evaluate_rewardbench  # noqa: F401
+    from .evaluation.rewardbench2 import evaluate_rewardbench2  # noqa: F401
+    from .evaluation.rmbench import evaluate_rmbench  # noqa: F401
     from .evaluation.scoring import RewardScorer  # noqa: F401
     from .evaluation.transforms import evaluate_robustness  # noqa: F401
     from .models import smollm2_path  # noqa: F401

@@ -75,3 +75,56 @@ def test_eval_bon_cli_with_generated_candidates(model_dir, tmp_path):
     assert main(argv + ["--n", "1", "2", "--device", "cpu", "--output", str(tmp_path / "out")]) == 0
     selections = (tmp_path / "out" / "best_of_n_selections.jsonl").read_text().splitlines()
     assert [len(json.loads(line)["rewards"]) for line in selections] == [2, 2]
+
+
+@pytest.fixture(scope="module")
+def pairpm_dir(tmp_path_factory):
+    from tests.helpers import smollm2_tokenizer
+    from tests.trainer.test_pairpm import tiny_causal_lm
+
+    tokenizer = smollm2_tokenizer()
+    path = tmp_path_factory.mktemp("tiny-pairpm")
+    tiny_causal_lm(tokenizer, initializer_range=0.1).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / "pairpm.json").write_text(json.dumps({"template_version": "pairpm@1", "max_length": 256}))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["reward", "pairpm"])
+def test_eval_rewardbench2_cli(kind, model_dir, pairpm_dir, tmp_path, capsys):
+    from tests.evaluation.benchmark_fixtures import write_rewardbench2
+
+    data = write_rewardbench2(tmp_path / "rb2.parquet")
+    model = model_dir if kind == "reward" else pairpm_dir  # the PairPM is recognised by its pairpm.json
+    argv = ["eval", "rewardbench2", "--model", str(model), "--data", str(data), "--per-subset", "1", "--device", "cpu"]
+    assert main(argv + ["--output", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "rewardbench2.json").read_text())
+    assert results["model_type"] == ("reward" if kind == "reward" else "preference")
+    assert results["num_rows"] == 7 and len(results["subset_scores"]) == 6 and results["missing_subsets"] == []
+    assert results["score"] == pytest.approx(sum(results["subset_scores"].values()) / 6)
+    assert "| **Score** (mean of 6 subsets) |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["reward", "pairpm"])
+def test_eval_rmbench_cli_on_per_domain_files(kind, model_dir, pairpm_dir, tmp_path, capsys):
+    from tests.evaluation.benchmark_fixtures import write_rmbench_domain_files
+
+    files = [str(p) for p in write_rmbench_domain_files(tmp_path / "data")]
+    model, model_type = (model_dir, "auto") if kind == "reward" else (pairpm_dir, "pairpm")
+    argv = ["eval", "rmbench", "--model", str(model), "--model-type", model_type, "--data", *files]
+    assert main(argv + ["--output", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "rmbench.json").read_text())
+    assert results["model_type"] == ("reward" if kind == "reward" else "preference")
+    assert results["domain_counts"] == {"chat": 2, "math": 1, "code": 1, "safety": 2}
+    assert (tmp_path / "out" / "rmbench_matrices.png").exists() and "| **Overall** | 6 |" in capsys.readouterr().out
+
+
+def test_eval_rmbench_cli_rejects_a_bad_file_before_loading_the_model(tmp_path):
+    from tests.evaluation.benchmark_fixtures import rmbench_rows, write_rmbench
+
+    rows = rmbench_rows()
+    rows[2]["chosen"] = rows[2]["chosen"][:2]
+    data = write_rmbench(tmp_path / "total_dataset.json", rows)
+    argv = ["eval", "rmbench", "--model", str(tmp_path / "no-such-model"), "--data", str(data)]
+    with pytest.raises(ValueError, match="row 2, field 'chosen'"):
+        main(argv + ["--output", str(tmp_path / "out")])

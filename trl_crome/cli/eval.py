@@ -1,7 +1,10 @@
-"""`trl-crome eval`: RewardBench, robustness transformations and Best-of-N for any reward model folder.
+"""`trl-crome eval`: RewardBench (v1 and 2), RM-Bench, robustness transformations and Best-of-N for any reward model
+or PairPM folder.
 
 ```bash
 trl-crome eval rewardbench --model out/crome-rm --data hub --output eval/
+trl-crome eval rewardbench2 --model out/crome-pairpm --data hub --output eval/
+trl-crome eval rmbench --model out/crome-rm --data chat_filtered.json math_filtered.json --output eval/
 trl-crome eval robustness --model out/crome-rm --data rewardbench.jsonl --per-subset 20 --output eval/
 trl-crome eval bon --model out/crome-rm --task gsm8k --data gsm8k/test.jsonl --limit 200 --output eval/
 ```
@@ -16,7 +19,11 @@ BON_TASKS = ("gsm8k", "xstest", "coconot", "pools")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="Reward model folder or Hub id (PEFT adapter folders work).")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="Model folder or Hub id (PEFT adapter folders work): a reward model, or a PairPM (not for bon).",
+    )
     parser.add_argument("--output", required=True, help="Folder for the JSON, markdown and PNG reports.")
     parser.add_argument("--batch-size", type=int, default=16, help="Sequences per forward pass.")
     parser.add_argument("--max-length", type=int, default=None, help="Keep the last N tokens of longer sequences.")
@@ -31,6 +38,16 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed of subsamples and random edits.")
 
 
+def _add_model_type(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-type",
+        choices=("auto", "reward", "pairpm"),
+        default="auto",
+        help="'reward' scores each answer, 'pairpm' compares answer pairs (PairPMScorer, both orders); 'auto' picks "
+        "'pairpm' for a folder holding pairpm.json.",
+    )
+
+
 def _add_rewardbench_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", default="hub", help="RewardBench JSONL / parquet file, or 'hub' for allenai/reward-bench (filtered)."
@@ -39,16 +56,47 @@ def _add_rewardbench_data(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="Evaluate a reward model: RewardBench, robustness, Best-of-N.")
+    parser = subparsers.add_parser(
+        "eval", help="Evaluate a reward model: RewardBench (v1, 2), RM-Bench, robustness, Best-of-N."
+    )
     tasks = parser.add_subparsers(dest="eval_command", required=True)
 
     rewardbench = tasks.add_parser("rewardbench", help="RewardBench with the official section weighting.")
     _add_model_arguments(rewardbench)
+    _add_model_type(rewardbench)
     _add_rewardbench_data(rewardbench)
     rewardbench.set_defaults(func=run_rewardbench)
 
+    rewardbench2 = tasks.add_parser("rewardbench2", help="RewardBench 2 with the official best-of-N and Ties scoring.")
+    _add_model_arguments(rewardbench2)
+    _add_model_type(rewardbench2)
+    rewardbench2.add_argument(
+        "--data", default="hub", help="RewardBench 2 JSONL / JSON / parquet file, or 'hub' for allenai/reward-bench-2."
+    )
+    rewardbench2.add_argument(
+        "--per-subset", type=int, default=None, help="Score at most N prompts per subset (seeded; Ties: N prompts)."
+    )
+    rewardbench2.set_defaults(func=run_rewardbench2)
+
+    rmbench = tasks.add_parser("rmbench", help="RM-Bench: style matrices, hard / normal / easy accuracy per domain.")
+    _add_model_arguments(rmbench)
+    _add_model_type(rmbench)
+    rmbench.add_argument(
+        "--data",
+        nargs="+",
+        default=["hub"],
+        help="RM-Bench files (total_dataset.json, or per-domain files such as chat_filtered.json), or 'hub' for "
+        "THU-KEG/RM-Bench.",
+    )
+    rmbench.add_argument(
+        "--domain", default=None, help="Domain of rows without a 'domain' field (default: from the file name)."
+    )
+    rmbench.add_argument("--per-domain", type=int, default=None, help="Score at most N rows per domain (seeded).")
+    rmbench.set_defaults(func=run_rmbench)
+
     robustness = tasks.add_parser("robustness", help="Accuracy under meaning-preserving transformations.")
     _add_model_arguments(robustness)
+    _add_model_type(robustness)
     _add_rewardbench_data(robustness)
     robustness.add_argument(
         "--transforms",
@@ -81,9 +129,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _scorer(args: argparse.Namespace):
+    """A `PairPMScorer` for `--model-type pairpm` (or `auto` and a folder with pairpm.json), else a `RewardScorer`."""
     from trl_crome.evaluation import RewardScorer
+    from trl_crome.evaluation.pair_scoring import is_pairpm_folder
 
     chat_template = {"auto": None, "on": True, "off": False}[args.chat_template]
+    model_type = getattr(args, "model_type", "reward")
+    if model_type == "pairpm" or (model_type == "auto" and is_pairpm_folder(args.model)):
+        from trl_crome.evaluation.pairpm import PairPMScorer
+
+        return PairPMScorer(  # template, chat-template use and max_length default to the folder's pairpm.json
+            args.model,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            use_chat_template=chat_template,
+            device=args.device,
+            torch_dtype=args.dtype,
+        )
     return RewardScorer(
         args.model,
         batch_size=args.batch_size,
@@ -105,6 +167,26 @@ def run_rewardbench(args: argparse.Namespace) -> int:
     from trl_crome.evaluation import evaluate_rewardbench
 
     result = evaluate_rewardbench(_scorer(args), _load_rows(args), output_dir=args.output)
+    print(result.to_markdown())
+    return 0
+
+
+def run_rewardbench2(args: argparse.Namespace) -> int:
+    from trl_crome.evaluation import evaluate_rewardbench2, load_rewardbench2
+
+    rows = load_rewardbench2(args.data)  # validated before the model is loaded
+    result = evaluate_rewardbench2(
+        _scorer(args), rows, per_subset=args.per_subset, seed=args.seed, output_dir=args.output
+    )
+    print(result.to_markdown())
+    return 0
+
+
+def run_rmbench(args: argparse.Namespace) -> int:
+    from trl_crome.evaluation import evaluate_rmbench, load_rmbench
+
+    rows = load_rmbench(None if args.data == ["hub"] else args.data, domain=args.domain)
+    result = evaluate_rmbench(_scorer(args), rows, per_domain=args.per_domain, seed=args.seed, output_dir=args.output)
     print(result.to_markdown())
     return 0
 
