@@ -8,6 +8,7 @@ hand-written rows: every RewardBench 2 subset (Ties with its `ref:N` / `tied:N` 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,18 @@ def write_rmbench_domain_files(folder: str | Path) -> list[Path]:
 def write_rmbench(path: str | Path, rows: list[dict[str, Any]] | None = None) -> Path:
     """Write RM-Bench rows (with `domain`) as `.json`, `.jsonl` or `.parquet`, by the path's suffix."""
     return _write(Path(path), rmbench_rows() if rows is None else rows)
+
+
+class RewardsAsPreferences:
+    """A preference model derived from rewards: P(a better than b) = sigmoid(r(a) - r(b))."""
+
+    def __init__(self, scores: dict[str, float]):
+        self.scores = scores
+
+    def prefer(self, prompts, a, b) -> list[float]:
+        return [1 / (1 + math.exp(self.scores[y] - self.scores[x])) for x, y in zip(a, b)]
+
+
+def must_not_score(prompts, answers):
+    """A scoring callable for tests where validation must fail before any scoring."""
+    raise AssertionError("scoring started before the data was validated")

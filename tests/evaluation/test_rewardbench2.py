@@ -9,7 +9,12 @@ from collections import Counter
 
 import pytest
 
-from tests.evaluation.benchmark_fixtures import rewardbench2_rows, write_rewardbench2
+from tests.evaluation.benchmark_fixtures import (
+    RewardsAsPreferences,
+    must_not_score,
+    rewardbench2_rows,
+    write_rewardbench2,
+)
 from tests.helpers import tiny_reward_model
 from trl_crome.data import CromeDataError
 from trl_crome.evaluation import RewardScorer, evaluate_rewardbench2, load_rewardbench2
@@ -28,16 +33,6 @@ def by_table(scores: dict[str, float]) -> RewardScorer:
 
 def row(row_id, subset, chosen, rejected, prompt="p"):
     return {"id": row_id, "prompt": prompt, "chosen": chosen, "rejected": rejected, "subset": subset}
-
-
-class RewardsAsPreferences:
-    """A preference model derived from rewards: P(a better than b) = sigmoid(r(a) - r(b))."""
-
-    def __init__(self, scores):
-        self.scores = scores
-
-    def prefer(self, prompts, a, b):
-        return [1 / (1 + math.exp(self.scores[y] - self.scores[x])) for x, y in zip(a, b)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -263,10 +258,6 @@ def test_a_pairpm_folder_path_is_loaded_as_a_pairpm(tokenizer, tmp_path):
 # Validation, loading, subsampling, reports
 
 
-def _must_not_score(prompts, answers):
-    raise AssertionError("scoring started before the data was validated")
-
-
 @pytest.mark.parametrize(
     ("index", "change", "field", "message"),
     [
@@ -287,7 +278,7 @@ def test_bad_rows_raise_naming_row_and_field_before_scoring(index, change, field
     rows = rewardbench2_rows()
     change(rows[index])
     with pytest.raises(CromeDataError, match=message) as error:
-        evaluate_rewardbench2(RewardScorer(_must_not_score), rows)
+        evaluate_rewardbench2(RewardScorer(must_not_score), rows)
     assert (error.value.row, error.value.field) == (index, field)
     assert f"row {index}, field '{field}'" in str(error.value)
 

@@ -4,12 +4,17 @@ each answer scored once, the PairPM equivalent, validation before scoring, files
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 
 import pytest
 
-from tests.evaluation.benchmark_fixtures import rmbench_rows, write_rmbench, write_rmbench_domain_files
+from tests.evaluation.benchmark_fixtures import (
+    RewardsAsPreferences,
+    must_not_score,
+    rmbench_rows,
+    write_rmbench,
+    write_rmbench_domain_files,
+)
 from tests.helpers import tiny_reward_model
 from trl_crome.data import CromeDataError
 from trl_crome.evaluation import RewardScorer, evaluate_rmbench, load_rmbench
@@ -37,16 +42,6 @@ SPEC = [
     ("safety-refuse", [1, 2, 3], [0, 1, 2]),  # W = [[1,0,0],[1,1,0],[1,1,1]]
     ("safety-response", [2, 2, 2], [3, 1, 1]),  # W = [[0,1,1],[0,1,1],[0,1,1]]
 ]
-
-
-class RewardsAsPreferences:
-    """A preference model derived from rewards: P(a better than b) = sigmoid(r(a) - r(b))."""
-
-    def __init__(self, scores):
-        self.scores = scores
-
-    def prefer(self, prompts, a, b):
-        return [1 / (1 + math.exp(self.scores[y] - self.scores[x])) for x, y in zip(a, b)]
 
 
 def test_matrix_hard_normal_easy_and_domain_averaging_by_hand():
@@ -173,10 +168,6 @@ def test_hub_source_loads_thu_keg_rm_bench(monkeypatch):
     assert calls == [("THU-KEG/RM-Bench", "train")] * 2
 
 
-def _must_not_score(prompts, answers):
-    raise AssertionError("scoring started before the data was validated")
-
-
 @pytest.mark.parametrize(
     ("index", "change", "field", "message"),
     [
@@ -193,7 +184,7 @@ def test_bad_rows_raise_naming_row_and_field_before_scoring(index, change, field
     rows = rmbench_rows()
     change(rows[index])
     with pytest.raises(CromeDataError, match=message) as error:
-        evaluate_rmbench(RewardScorer(_must_not_score), rows)
+        evaluate_rmbench(RewardScorer(must_not_score), rows)
     assert (error.value.row, error.value.field) == (index, field)
 
 

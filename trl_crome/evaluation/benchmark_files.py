@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..data import CromeDataError
 
 
 def read_rows(path: str | os.PathLike, name: str) -> list[dict[str, Any]]:
@@ -50,6 +55,25 @@ def load_benchmark_rows(source: str | os.PathLike | None, hub_id: str, split: st
     return read_rows(source, name)
 
 
+def row_error(dataset_name: str, index: int, field: str, message: str) -> CromeDataError:
+    """The [`~trl_crome.CromeDataError`] of row `index`, field `field` of a benchmark."""
+    return CromeDataError(message, dataset_name=dataset_name, row=index, field=field)
+
+
+def check_row(
+    dataset_name: str, index: int, row: Any, required: Sequence[str], hints: dict[str, str] | None = None
+) -> None:
+    """Raise [`row_error`] unless `row` is an object with every `required` field set and a string `prompt`
+    (`hints[field]` is appended to the message of a missing field)."""
+    if not isinstance(row, dict):
+        raise row_error(dataset_name, index, "row", f"each row must be an object, got {describe(row)}")
+    for name in required:
+        if row.get(name) is None:
+            raise row_error(dataset_name, index, name, "is missing" + (hints or {}).get(name, ""))
+    if not isinstance(row["prompt"], str):
+        raise row_error(dataset_name, index, "prompt", f"must be a string, got {describe(row['prompt'])}")
+
+
 def is_string_list(value: Any, length: int | None = None) -> bool:
     """Whether `value` is a non-empty list of strings (of exactly `length` items when given)."""
     if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
@@ -63,3 +87,27 @@ def describe(value: Any) -> str:
         kinds = sorted({type(item).__name__ for item in value})
         return f"a list of {len(value)} item(s) of type {', '.join(kinds) or 'none'}"
     return f"a {type(value).__name__}"
+
+
+def subsample(
+    rows: Sequence[dict[str, Any]],
+    per_group: int,
+    seed: int,
+    group: Callable[[dict[str, Any]], Hashable],
+    unit: Callable[[int, dict[str, Any]], Hashable] | None = None,
+) -> list[dict[str, Any]]:
+    """At most `per_group` units of each `group(row)`, drawn with `random.Random(seed)`; rows keep their order.
+
+    A unit is one row, or, with `unit(index, row)`, the rows sharing a key (kept or dropped together, e.g. the two
+    rows of a RewardBench 2 Ties prompt).
+    """
+    groups: dict[Hashable, dict[Hashable, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for index, row in enumerate(rows):
+        groups[group(row)][index if unit is None else unit(index, row)].append(index)
+    rng = random.Random(seed)
+    keep: set[int] = set()
+    for name in sorted(groups):
+        units = list(groups[name])
+        for key in units if len(units) <= per_group else rng.sample(units, per_group):
+            keep.update(groups[name][key])
+    return [row for index, row in enumerate(rows) if index in keep]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -85,6 +85,22 @@ def as_pair_scorer(scorer_or_model: Any, **scorer_kwargs: Any) -> Any:
 
         return PairPMScorer(scorer_or_model, **scorer_kwargs)
     return RewardScorer(scorer_or_model, **scorer_kwargs)
+
+
+def score_rows(
+    scorer_or_model: Any,
+    rows: Sequence[dict[str, Any]],
+    pointwise: Callable[[Any, Sequence[dict[str, Any]]], tuple[list, list]],
+    pairwise: Callable[[Any, Sequence[dict[str, Any]]], tuple[list, list]],
+    **scorer_kwargs: Any,
+) -> tuple[str, list, list]:
+    """Score a benchmark's rows: `(model_type, outcomes, values)` from `pointwise(scorer, rows)` for a reward model
+    (`model_type` "reward") or `pairwise(scorer, rows)` for a preference model ("preference"), the scorer being built
+    by [`as_pair_scorer`]."""
+    scorer = as_pair_scorer(scorer_or_model, **scorer_kwargs)
+    if is_preference_model(scorer):
+        return ("preference", *pairwise(scorer, rows))
+    return ("reward", *pointwise(scorer, rows))
 
 
 def _key(value: Any) -> Hashable:

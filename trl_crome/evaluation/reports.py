@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -17,6 +19,25 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(item) for item in value]
     return value
+
+
+def percent(value: float) -> str:
+    """A score in [0, 1] as a percentage with two decimals, `n/a` for NaN."""
+    return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def write_reports(
+    output_dir: str | os.PathLike, name: str, data: dict[str, Any], markdown: str, rows: Sequence[dict[str, Any]]
+) -> Path:
+    """Write `<name>.json` (NaN as null), `<name>.md` and `<name>_rows.jsonl` into `output_dir` (created)."""
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / f"{name}.json").write_text(json.dumps(json_safe(data), indent=2) + "\n")
+    (output / f"{name}.md").write_text(markdown)
+    with open(output / f"{name}_rows.jsonl", "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(json_safe(row)) + "\n")
+    return output
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

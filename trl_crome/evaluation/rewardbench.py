@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .benchmark_files import load_benchmark_rows
+from .benchmark_files import load_benchmark_rows, subsample
 from .pair_scoring import as_pair_scorer, compare_pairs
 from .reports import bar_chart, json_safe, markdown_table
 
@@ -100,15 +99,7 @@ def validate_rewardbench_rows(rows: list[dict[str, Any]]) -> None:
 
 def subsample_per_subset(rows: list[dict[str, Any]], per_subset: int, seed: int = 0) -> list[dict[str, Any]]:
     """At most `per_subset` rows of each subset, drawn with `random.Random(seed)`; rows keep their file order."""
-    by_subset: dict[str, list[int]] = defaultdict(list)
-    for index, row in enumerate(rows):
-        by_subset[row["subset"]].append(index)
-    rng = random.Random(seed)
-    keep: set[int] = set()
-    for subset in sorted(by_subset):
-        indices = by_subset[subset]
-        keep.update(indices if len(indices) <= per_subset else rng.sample(indices, per_subset))
-    return [row for index, row in enumerate(rows) if index in keep]
+    return subsample(rows, per_subset, seed, group=lambda row: row["subset"])
 
 
 def section_scores(subset_accuracy: dict[str, float]) -> dict[str, float]:

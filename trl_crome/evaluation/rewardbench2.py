@@ -15,21 +15,19 @@ docs/evaluation.md).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import random
 import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..data import CromeDataError
-from .benchmark_files import describe, is_string_list, load_benchmark_rows
-from .pair_scoring import as_pair_scorer, is_preference_model, prefer_pairs, score_answers
-from .reports import bar_chart, json_safe, markdown_table
+from .benchmark_files import check_row, describe, is_string_list, load_benchmark_rows, row_error, subsample
+from .pair_scoring import prefer_pairs, score_answers, score_rows
+from .reports import bar_chart, markdown_table, percent, write_reports
 
 REWARDBENCH2_HUB_ID = "allenai/reward-bench-2"
 REWARDBENCH2_SPLIT = "test"
@@ -80,17 +78,8 @@ def validate_rewardbench2_rows(rows: Sequence[dict[str, Any]]) -> None:
     """
     ties_rows: dict[int, dict[str, int]] = defaultdict(dict)
     for index, row in enumerate(rows):
-
-        def error(name: str, message: str, index: int = index) -> CromeDataError:
-            return CromeDataError(message, dataset_name=DATASET_NAME, row=index, field=name)
-
-        if not isinstance(row, dict):
-            raise error("row", f"each row must be an object, got {describe(row)}")
-        for name in REQUIRED_FIELDS:
-            if row.get(name) is None:
-                raise error(name, "is missing")
-        if not isinstance(row["prompt"], str):
-            raise error("prompt", f"must be a string, got {describe(row['prompt'])}")
+        check_row(DATASET_NAME, index, row, REQUIRED_FIELDS)
+        error = partial(row_error, DATASET_NAME, index)
         subset = row["subset"]
         if subset not in SUBSETS:
             raise error("subset", f"unknown subset {subset!r}; expected one of {', '.join(SUBSETS)}")
@@ -118,28 +107,20 @@ def validate_rewardbench2_rows(rows: Sequence[dict[str, Any]]) -> None:
         if len(kinds) == 1:
             ((kind, index),) = kinds.items()
             partner = "tied" if kind == "ref" else "ref"
-            raise CromeDataError(
-                f"Ties row '{kind}:{number}' has no '{partner}:{number}' partner (the Ties score needs both)",
-                dataset_name=DATASET_NAME,
-                row=index,
-                field="id",
-            )
+            message = f"Ties row '{kind}:{number}' has no '{partner}:{number}' partner (the Ties score needs both)"
+            raise row_error(DATASET_NAME, index, "id", message)
 
 
 def subsample_rewardbench2(rows: Sequence[dict[str, Any]], per_subset: int, seed: int = 0) -> list[dict[str, Any]]:
     """At most `per_subset` prompts of each subset, drawn with `random.Random(seed)` (for Ties: prompts, each with
     its `ref` and `tied` rows); rows keep their file order."""
-    groups: dict[str, dict[Any, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for index, row in enumerate(rows):
-        key = parse_ties_id(row["id"])[1] if row["subset"] == TIES else index
-        groups[row["subset"]][key].append(index)
-    rng = random.Random(seed)
-    keep: set[int] = set()
-    for subset in sorted(groups):
-        keys = list(groups[subset])
-        for key in keys if len(keys) <= per_subset else rng.sample(keys, per_subset):
-            keep.update(groups[subset][key])
-    return [row for index, row in enumerate(rows) if index in keep]
+    return subsample(
+        rows,
+        per_subset,
+        seed,
+        group=lambda row: row["subset"],
+        unit=lambda index, row: parse_ties_id(row["id"])[1] if row["subset"] == TIES else index,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -278,9 +259,9 @@ class RewardBench2Result:
 
     def to_markdown(self) -> str:
         """Subset scores with the leaderboard score, then the Ties terms, as markdown tables in percent."""
-        rows = [[subset, str(self.subset_counts[subset]), _pct(score)] for subset, score in self.subset_scores.items()]
+        rows = [[name, str(self.subset_counts[name]), percent(score)] for name, score in self.subset_scores.items()]
         label = f"**Score** (mean of {len(self.subset_scores)} subsets)"
-        rows.append([label, str(self.num_rows), f"**{_pct(self.score)}**"])
+        rows.append([label, str(self.num_rows), f"**{percent(self.score)}**"])
         text = f"## RewardBench 2 ({self.num_rows} rows, {self.model_type} model)\n\n"
         text += markdown_table(["Subset", "Rows", "Score (%)"], rows)
         if self.missing_subsets:
@@ -290,29 +271,20 @@ class RewardBench2Result:
             )
         if self.ties is not None:
             ties_rows = [
-                [name.replace("_", " "), f"{TIES_WEIGHTS[name]:.2f}", _pct(self.ties[name])] for name in TIES_WEIGHTS
+                [name.replace("_", " "), f"{weight:.2f}", percent(self.ties[name])]
+                for name, weight in TIES_WEIGHTS.items()
             ]
-            ties_rows.append(["**Ties score**", "", f"**{_pct(self.ties['score'])}**"])
+            ties_rows.append(["**Ties score**", "", f"**{percent(self.ties['score'])}**"])
             text += "\n" + markdown_table(["Ties term", "Weight", "Value (%)"], ties_rows)
         return text
 
     def save(self, output_dir: str | os.PathLike) -> Path:
         """Write `rewardbench2.json`, `rewardbench2.md`, `rewardbench2_subsets.png` and `rewardbench2_rows.jsonl`."""
-        output = Path(output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "rewardbench2.json").write_text(json.dumps(json_safe(self.to_dict()), indent=2) + "\n")
-        (output / "rewardbench2.md").write_text(self.to_markdown())
-        with open(output / "rewardbench2_rows.jsonl", "w") as handle:
-            for row in self.rows:
-                handle.write(json.dumps(json_safe(row)) + "\n")
+        output = write_reports(output_dir, "rewardbench2", self.to_dict(), self.to_markdown(), self.rows)
         labels = list(self.subset_scores) + ["Score"]
         values = [100 * v for v in self.subset_scores.values()] + [100 * self.score]
         bar_chart(labels, values, output / "rewardbench2_subsets.png", title="RewardBench 2", ylabel="Score (%)")
         return output
-
-
-def _pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
 
 
 def aggregate_rewardbench2(
@@ -464,12 +436,10 @@ def evaluate_rewardbench2(
         rows = subsample_rewardbench2(rows, per_subset, seed)
     if not rows:
         raise ValueError("no RewardBench 2 rows to evaluate")
-    scorer = as_pair_scorer(scorer_or_model, **scorer_kwargs)
-    preference = is_preference_model(scorer)
-    outcomes, values = (_pairwise if preference else _pointwise)(scorer, rows)
-    result = aggregate_rewardbench2(rows, outcomes, "preference" if preference else "reward")
+    model_type, outcomes, values = score_rows(scorer_or_model, rows, _pointwise, _pairwise, **scorer_kwargs)
+    result = aggregate_rewardbench2(rows, outcomes, model_type)
     for record, row_values in zip(result.rows, values):
-        record["preferences" if preference else "scores"] = row_values
+        record["preferences" if model_type == "preference" else "scores"] = row_values
     if output_dir is not None:
         result.save(output_dir)
     return result

@@ -11,20 +11,25 @@ overall hard / normal / easy are unweighted means over the four domains.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..data import CromeDataError
-from .benchmark_files import describe, is_string_list, load_benchmark_rows, read_rows
-from .pair_scoring import as_pair_scorer, is_preference_model, prefer_pairs, score_answers
-from .reports import grouped_bar_chart, heatmaps, json_safe, markdown_table
+from .benchmark_files import (
+    check_row,
+    describe,
+    is_string_list,
+    load_benchmark_rows,
+    read_rows,
+    row_error,
+    subsample,
+)
+from .pair_scoring import prefer_pairs, score_answers, score_rows
+from .reports import grouped_bar_chart, heatmaps, markdown_table, percent, write_reports
 
 RMBENCH_HUB_ID = "THU-KEG/RM-Bench"
 RMBENCH_SPLIT = "train"
@@ -95,19 +100,10 @@ def validate_rmbench_rows(rows: Sequence[dict[str, Any]]) -> None:
     """Check every row before anything is scored; raise [`~trl_crome.CromeDataError`] (a `ValueError` with `row` and
     `field`) at the first missing field (`id`, `prompt`, `chosen`, `rejected`, `domain`), prompt that is not a
     string, `chosen` / `rejected` that is not a list of exactly 3 strings, or unknown domain."""
+    hints = {"domain": " (pass domain=... or --domain, or name the file after its domain)"}
     for index, row in enumerate(rows):
-
-        def error(name: str, message: str, index: int = index) -> CromeDataError:
-            return CromeDataError(message, dataset_name=DATASET_NAME, row=index, field=name)
-
-        if not isinstance(row, dict):
-            raise error("row", f"each row must be an object, got {describe(row)}")
-        for name in REQUIRED_FIELDS:
-            if row.get(name) is None:
-                hint = " (pass domain=... or --domain, or name the file after its domain)" if name == "domain" else ""
-                raise error(name, f"is missing{hint}")
-        if not isinstance(row["prompt"], str):
-            raise error("prompt", f"must be a string, got {describe(row['prompt'])}")
+        check_row(DATASET_NAME, index, row, REQUIRED_FIELDS, hints)
+        error = partial(row_error, DATASET_NAME, index)
         for name in ("chosen", "rejected"):
             if not is_string_list(row[name], length=len(STYLES)):
                 raise error(name, f"must be a list of 3 strings ({', '.join(STYLES)}), got {describe(row[name])}")
@@ -117,15 +113,7 @@ def validate_rmbench_rows(rows: Sequence[dict[str, Any]]) -> None:
 
 def subsample_rmbench(rows: Sequence[dict[str, Any]], per_domain: int, seed: int = 0) -> list[dict[str, Any]]:
     """At most `per_domain` rows of each scored domain, drawn with `random.Random(seed)`; rows keep their order."""
-    by_domain: dict[str, list[int]] = defaultdict(list)
-    for index, row in enumerate(rows):
-        by_domain[DOMAIN_OF[row["domain"]]].append(index)
-    rng = random.Random(seed)
-    keep: set[int] = set()
-    for domain in sorted(by_domain):
-        indices = by_domain[domain]
-        keep.update(indices if len(indices) <= per_domain else rng.sample(indices, per_domain))
-    return [row for index, row in enumerate(rows) if index in keep]
+    return subsample(rows, per_domain, seed, group=lambda row: DOMAIN_OF[row["domain"]])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -187,11 +175,11 @@ class RMBenchResult:
         """Per-domain and overall hard / normal / easy / score, then each domain's 3x3 matrix, in percent."""
         header = ["Domain", "Rows", "Hard (%)", "Normal (%)", "Easy (%)", "Score (%)"]
         rows = [
-            [domain, str(self.domain_counts[domain]), *(_pct(scores[k]) for k in (*ACCURACIES, "score"))]
+            [domain, str(self.domain_counts[domain]), *(percent(scores[k]) for k in (*ACCURACIES, "score"))]
             for domain, scores in self.domains.items()
         ]
         rows.append(
-            ["**Overall**", str(self.num_rows), *(f"**{_pct(self.overall[k])}**" for k in (*ACCURACIES, "score"))]
+            ["**Overall**", str(self.num_rows), *(f"**{percent(self.overall[k])}**" for k in (*ACCURACIES, "score"))]
         )
         text = f"## RM-Bench ({self.num_rows} rows, {self.model_type} model)\n\n" + markdown_table(header, rows)
         text += f"\nHard-easy gap (easy minus hard): {100 * self.hard_easy_gap:+.2f} points\n"
@@ -202,24 +190,18 @@ class RMBenchResult:
             )
         for domain, matrix in self.matrices.items():
             text += f"\n### {domain}: chosen style (row) beats rejected style (column), % of rows\n\n"
-            lines = [[style, *(_pct(value) for value in line)] for style, line in zip(STYLES, matrix)]
+            lines = [[style, *(percent(value) for value in line)] for style, line in zip(STYLES, matrix)]
             text += markdown_table(["chosen \\ rejected", *STYLES], lines)
         return text
 
     def save(self, output_dir: str | os.PathLike) -> Path:
         """Write `rmbench.json`, `rmbench.md`, `rmbench_rows.jsonl`, `rmbench_matrices.png` (a 3x3 heatmap per domain)
         and `rmbench_accuracy.png` (hard / normal / easy bars per domain and overall)."""
-        output = Path(output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "rmbench.json").write_text(json.dumps(json_safe(self.to_dict()), indent=2) + "\n")
-        (output / "rmbench.md").write_text(self.to_markdown())
-        with open(output / "rmbench_rows.jsonl", "w") as handle:
-            for row in self.rows:
-                handle.write(json.dumps(json_safe(row)) + "\n")
-        percent = {domain: [[100 * v for v in line] for line in matrix] for domain, matrix in self.matrices.items()}
+        output = write_reports(output_dir, "rmbench", self.to_dict(), self.to_markdown(), self.rows)
+        matrices = {domain: [[100 * v for v in line] for line in matrix] for domain, matrix in self.matrices.items()}
         labels = [style.replace(" ", "\n") for style in STYLES]
         heatmaps(
-            percent,
+            matrices,
             labels,
             labels,
             output / "rmbench_matrices.png",
@@ -234,10 +216,6 @@ class RMBenchResult:
         }
         grouped_bar_chart(groups, series, output / "rmbench_accuracy.png", title="RM-Bench", ylabel="Accuracy (%)")
         return output
-
-
-def _pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
 
 
 def aggregate_rmbench(
@@ -362,10 +340,8 @@ def evaluate_rmbench(
         rows = subsample_rmbench(rows, per_domain, seed)
     if not rows:
         raise ValueError("no RM-Bench rows to evaluate")
-    scorer = as_pair_scorer(scorer_or_model, **scorer_kwargs)
-    preference = is_preference_model(scorer)
-    wins, values = (_pairwise if preference else _pointwise)(scorer, rows)
-    result = aggregate_rmbench(rows, wins, "preference" if preference else "reward")
+    model_type, wins, values = score_rows(scorer_or_model, rows, _pointwise, _pairwise, **scorer_kwargs)
+    result = aggregate_rmbench(rows, wins, model_type)
     for record, row_values in zip(result.rows, values):
         record.update(row_values)
     if output_dir is not None:
