@@ -5,7 +5,8 @@ Trains SmolLM2-135M-Instruct (`trl_crome.models.smollm2_path()`) twice with LoRA
 classification head) and once as a PairPM ([`CromePairPMTrainer`], both orders). Both are then scored on the same
 per-subset sample of RewardBench (`../shared/data/rewardbench/filtered.jsonl`) with the official section weighting,
 and the script prints both tables and the cost ratio PairPM / BT measured in this run. With `--zero-shot` it also
-scores the untrained SmolLM2 as a PairPM (the instruction alone).
+scores the untrained SmolLM2 as a PairPM (the template alone). `--template` picks the PairPM input template of both
+(default: the package's, `pairpm@2`, RRM's neutral format; `pairpm@1` adds an instruction about what to judge).
 
 The training pairs are the first `--train-pairs` rows whose prompt and both answers together are at most
 `--max-chars` characters, so that no training input is truncated; RewardBench inputs longer than the max lengths
@@ -35,6 +36,7 @@ from trl_crome.evaluation.pairpm import PairPMScorer
 from trl_crome.evaluation.rewardbench import evaluate_rewardbench, load_rewardbench, subsample_per_subset
 from trl_crome.evaluation.scoring import RewardScorer
 from trl_crome.models import smollm2_path
+from trl_crome.pairpm import DEFAULT_TEMPLATE_VERSION, PAIRPM_TEMPLATES
 from trl_crome.trainer import CromeRewardConfig, CromeRewardTrainer
 from trl_crome.trainer.pairpm_config import CromePairPMConfig
 from trl_crome.trainer.pairpm_trainer import CromePairPMTrainer
@@ -85,7 +87,9 @@ def train_bt(model_path: Path, data: Dataset, args: argparse.Namespace, output_d
 
 
 def train_pairpm(model_path: Path, data: Dataset, args: argparse.Namespace, output_dir: str):
-    config = CromePairPMConfig(**common_args(output_dir, args), max_length=args.pairpm_max_length)
+    config = CromePairPMConfig(
+        **common_args(output_dir, args), max_length=args.pairpm_max_length, template_version=args.template
+    )
     lora = LoraConfig(task_type="CAUSAL_LM", r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules=LORA_TARGETS)
     trainer = CromePairPMTrainer(str(model_path), args=config, train_dataset=data, peft_config=lora)
     start = time.perf_counter()
@@ -114,6 +118,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--zero-shot", action="store_true", help="Also score the untrained SmolLM2 as a PairPM.")
+    parser.add_argument("--template", default=DEFAULT_TEMPLATE_VERSION, choices=sorted(PAIRPM_TEMPLATES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default=None, help="Write each model's RewardBench report there.")
     args = parser.parse_args()
@@ -129,7 +134,7 @@ def main() -> None:
         if args.zero_shot:
             tokenizer = AutoTokenizer.from_pretrained(model_path)
             base = AutoModelForCausalLM.from_pretrained(model_path)
-            scorer = PairPMScorer(base, tokenizer, max_length=args.pairpm_max_length)
+            scorer = PairPMScorer(base, tokenizer, max_length=args.pairpm_max_length, template=args.template)
             results["PairPM, untrained (zero-shot)"], _ = timed_rewardbench(scorer, rows)
 
         bt, bt_train = train_bt(model_path, data, args, f"{tmp}/bt")
@@ -139,7 +144,10 @@ def main() -> None:
         del bt, bt_scorer
 
         pairpm, pairpm_train = train_pairpm(model_path, data, args, f"{tmp}/pairpm")
-        pairpm_scorer = PairPMScorer(pairpm.model, pairpm.processing_class)
+        # Scored in its trained format: the same template and truncation.
+        pairpm_scorer = PairPMScorer(
+            pairpm.model, pairpm.processing_class, max_length=args.pairpm_max_length, template=args.template
+        )
         results["PairPM"], pairpm_eval = timed_rewardbench(pairpm_scorer, rows)
         costs["PairPM"] = (pairpm_train, pairpm_eval)
 

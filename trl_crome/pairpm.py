@@ -1,8 +1,8 @@
-"""PairPM input format, shared by the trainer and by inference: the versioned instruction, (prompt, answer A, answer B)
-to token ids with answer-preserving truncation, left-padded batches, and the preference logit of the label tokens.
+"""PairPM input format, shared by the trainer and by inference: the versioned input templates, (prompt, answer A,
+answer B) to token ids with answer-preserving truncation, left-padded batches, and the preference logit of the labels.
 
-A PairPM is a causal LM that reads one fixed instruction holding the prompt and two answers, and answers with the
-label token "A" or "B". P(A better than B) is the softmax of the two label logits, renormalised over the two:
+A PairPM is a causal LM that reads one user turn holding the prompt and two answers in a fixed template, and answers
+with the label token "A" or "B". P(A better than B) is the softmax of the two label logits, renormalised over the two:
 `sigmoid(logit("A") - logit("B"))`. The trainer (`trl_crome.trainer`) and the scorer (`trl_crome.evaluation`) both
 build their inputs here, so a model is always scored in exactly the format it was trained in.
 """
@@ -22,18 +22,19 @@ TextOrMessages = str | Messages
 
 @dataclass(frozen=True)
 class PairPMTemplate:
-    """A versioned PairPM instruction. Never edit a released template: add a new version instead, because a model only
-    works with the exact template it was trained on.
+    """A versioned PairPM input template. Never edit a released template: add a new version instead, because a model
+    only works with the exact template it was trained on.
 
     Args:
         version (`str`):
-            Name saved with the model (`pairpm.json`), e.g. `"pairpm@1"`.
+            Name saved with the model (`pairpm.json`), e.g. `"pairpm@2"`.
         instruction (`str`):
-            The user turn, with the placeholders `{prompt}`, `{answer_a}` and `{answer_b}`.
+            The user turn, with the placeholders `{prompt}`, `{answer_a}` and `{answer_b}`. A space right before a
+            placeholder is tokenized with the text that fills it, as in the whole string.
         labels (`tuple[str, str]`):
             The answer that means "A is better" and the one that means "B is better"; each must be one token.
         plain_suffix (`str`):
-            Appended to the instruction when no chat template is used; the labels then follow after a space.
+            Appended to the user turn when no chat template is used; the labels then follow after a space.
     """
 
     version: str
@@ -42,6 +43,8 @@ class PairPMTemplate:
     plain_suffix: str = "\n\nBetter answer:"
 
 
+# The first template (the default before pairpm@2): an instruction that names the qualities to judge and tells the
+# model to disregard length, formatting and style. Kept so that models trained with it are scored with it.
 PAIRPM_TEMPLATE_V1 = PairPMTemplate(
     version="pairpm@1",
     instruction=(
@@ -54,8 +57,17 @@ PAIRPM_TEMPLATE_V1 = PairPMTemplate(
         "Which answer is better? Reply with one letter: A or B."
     ),
 )
-PAIRPM_TEMPLATES: dict[str, PairPMTemplate] = {PAIRPM_TEMPLATE_V1.version: PAIRPM_TEMPLATE_V1}
-DEFAULT_TEMPLATE_VERSION = PAIRPM_TEMPLATE_V1.version
+# The default: RRM's neutral pairwise format (arXiv 2409.13156), which the Crome paper's PairPM follows. The model sees
+# only the question and the two answers; no instruction adds a prior about what makes an answer better.
+PAIRPM_TEMPLATE_V2 = PairPMTemplate(
+    version="pairpm@2",
+    instruction="[CONTEXT] {prompt} [RESPONSE A] {answer_a} [RESPONSE B] {answer_b}",
+    plain_suffix=" [BETTER RESPONSE]",
+)
+PAIRPM_TEMPLATES: dict[str, PairPMTemplate] = {
+    template.version: template for template in (PAIRPM_TEMPLATE_V1, PAIRPM_TEMPLATE_V2)
+}
+DEFAULT_TEMPLATE_VERSION = PAIRPM_TEMPLATE_V2.version
 # File saved beside a trained PairPM so that inference rebuilds the same format.
 PAIRPM_CONFIG_NAME = "pairpm.json"
 
@@ -78,7 +90,7 @@ def _content_text(content: Any) -> str:
 
 
 def render_text(value: TextOrMessages) -> str:
-    """A prompt or an answer as the plain text placed in the instruction (surrounding whitespace stripped).
+    """A prompt or an answer as the plain text placed in the template (surrounding whitespace stripped).
 
     A string is used as it is; a single message gives its content; several messages (a multi-turn prompt) give one
     `"Role: content"` paragraph per message.
@@ -121,24 +133,26 @@ def truncation_lengths(prompt: int, answer_a: int, answer_b: int, budget: int) -
 class PairPMFormatter:
     """Turns (prompt, answer A, answer B) into PairPM token ids.
 
-    The instruction of the template goes into one user turn of the tokenizer's chat template, followed by the
-    generation prompt; the model's next token is the label. The fixed parts of the text are tokenized once; the
-    prompt and the answers are tokenized separately and placed between them, so truncation never cuts the
-    instruction and the model always sees both answers and the question.
+    The filled template goes into one user turn of the tokenizer's chat template, followed by the generation prompt;
+    the model's next token is the label. The fixed parts of the text are tokenized once; the prompt and the answers
+    are tokenized separately (each with the space that precedes it in the template, as the whole text would be) and
+    placed between them, so truncation never cuts the template and the model always sees both answers and the
+    question.
 
     Args:
         tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
             The model's tokenizer.
-        template (`str` or [`PairPMTemplate`], *optional*, defaults to `"pairpm@1"`):
-            The template or its version.
+        template (`str` or [`PairPMTemplate`], *optional*, defaults to `"pairpm@2"`):
+            The template or its version ([`PAIRPM_TEMPLATES`]).
         max_length (`int`, *optional*):
             Longest input; longer pairs are truncated with [`truncation_lengths`] (never dropped). `None` keeps all.
         use_chat_template (`bool`, *optional*):
-            Whether to wrap the instruction in the chat template; `None` does so when the tokenizer has one. Without
-            it the input is the instruction followed by `template.plain_suffix`, and the labels follow after a space.
+            Whether to wrap the filled template in the chat template; `None` does so when the tokenizer has one.
+            Without it the input is the filled template followed by `template.plain_suffix`, and the labels follow
+            after a space.
 
     Raises:
-        `ValueError`: when a label is not exactly one token after the instruction, or `max_length` leaves no room
+        `ValueError`: when a label is not exactly one token after the template, or `max_length` leaves no room
         for the prompt and the answers.
     """
 
@@ -169,9 +183,14 @@ class PairPMFormatter:
         for slot in _SLOTS:
             before, sentinel, text = text.partition(_SENTINELS[slot])
             if not sentinel:
-                raise ValueError(f"the chat template of {type(tokenizer).__name__} altered the PairPM instruction")
+                raise ValueError(f"the chat template of {type(tokenizer).__name__} altered the PairPM template")
             segments.append(before)
         segments.append(text)
+        # A space before a slot goes with the slot's text, which a tokenizer merges into its first word (" What").
+        self.slot_prefixes = ["" for _ in _SLOTS]
+        for index in range(len(_SLOTS)):
+            if segments[index].endswith(" "):
+                segments[index], self.slot_prefixes[index] = segments[index][:-1], " "
         self.segment_ids = [self._tokenize(segment) for segment in segments]
         self.segment_ids[0] = leading + self.segment_ids[0]
         self.label_ids: tuple[int, int] = tuple(self._label_id(segments[-1], label) for label in label_texts)
@@ -179,7 +198,7 @@ class PairPMFormatter:
         if max_length is not None and max_length - self.fixed_length < 16:
             raise ValueError(
                 f"max_length={max_length} leaves {max_length - self.fixed_length} tokens for the prompt and both "
-                f"answers (the PairPM instruction alone takes {self.fixed_length}); raise max_length"
+                f"answers (the PairPM template alone takes {self.fixed_length}); raise max_length"
             )
 
     def _tokenize(self, text: str) -> list[int]:
@@ -208,7 +227,11 @@ class PairPMFormatter:
         """Token ids of each (prompt, answer A, answer B) in both orders, truncated to `max_length`."""
         if not len(prompts) == len(answers_a) == len(answers_b):
             raise ValueError(f"got {len(prompts)} prompts, {len(answers_a)} answers A and {len(answers_b)} answers B")
-        texts = [render_text(v) for v in (*prompts, *answers_a, *answers_b)]
+        texts = [
+            prefix + render_text(value)
+            for prefix, values in zip(self.slot_prefixes, (prompts, answers_a, answers_b))
+            for value in values
+        ]
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         n = len(prompts)
         s0, s1, s2, s3 = self.segment_ids

@@ -23,7 +23,13 @@ from tests.helpers import shared_data, smollm2_tokenizer, tiny_llama_config
 from trl_crome.data import CromeDataError
 from trl_crome.evaluation.pairpm import PairPMScorer, round_robin_scores, select_best_of_n
 from trl_crome.evaluation.rewardbench import evaluate_rewardbench, load_rewardbench
-from trl_crome.pairpm import PAIRPM_TEMPLATE_V1, PairPMFormatter, truncation_lengths
+from trl_crome.pairpm import (
+    DEFAULT_TEMPLATE_VERSION,
+    PAIRPM_TEMPLATE_V1,
+    PAIRPM_TEMPLATE_V2,
+    PairPMFormatter,
+    truncation_lengths,
+)
 from trl_crome.trainer.pairpm_config import CromePairPMConfig
 from trl_crome.trainer.pairpm_trainer import CromePairPMTrainer
 
@@ -84,17 +90,38 @@ def collect_logs(trainer) -> list[dict]:
 # Input format
 
 
-def test_template_in_chat_format_with_single_token_labels(tokenizer):
+def chat_ids(tokenizer, user_turn: str) -> list[int]:
+    """The tokenizer's own ids of one user turn in its chat template, with the generation prompt: the whole text
+    tokenized at once, without the formatter's segmenting."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_turn}], tokenize=False, add_generation_prompt=True
+    )
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_default_template_is_rrm_neutral_format_in_chat_with_single_token_labels(tokenizer):
     formatter = PairPMFormatter(tokenizer)
+    assert formatter.template is PAIRPM_TEMPLATE_V2 and DEFAULT_TEMPLATE_VERSION == "pairpm@2"
     encoding = formatter.encode(["What is 2+2?"], [[{"role": "assistant", "content": "4"}]], ["Five."])[0]
-    text = tokenizer.decode(encoding.ids_ab)
-    expected_turn = PAIRPM_TEMPLATE_V1.instruction.format(prompt="What is 2+2?", answer_a="4", answer_b="Five.")
-    assert expected_turn in text
-    assert text.endswith("<|im_start|>assistant\n")
+    # RRM's format, nothing else in the user turn: no instruction about what makes an answer better.
+    assert encoding.ids_ab == chat_ids(tokenizer, "[CONTEXT] What is 2+2? [RESPONSE A] 4 [RESPONSE B] Five.")
+    assert encoding.ids_ba == chat_ids(tokenizer, "[CONTEXT] What is 2+2? [RESPONSE A] Five. [RESPONSE B] 4")
+    assert tokenizer.decode(encoding.ids_ab).endswith("<|im_start|>assistant\n")  # the label is the next token
     assert formatter.label_ids == (tokenizer.convert_tokens_to_ids("A"), tokenizer.convert_tokens_to_ids("B"))
-    swapped = tokenizer.decode(encoding.ids_ba)
-    assert PAIRPM_TEMPLATE_V1.instruction.format(prompt="What is 2+2?", answer_a="Five.", answer_b="4") in swapped
     assert not encoding.truncated
+
+
+@pytest.mark.parametrize("template", [PAIRPM_TEMPLATE_V1, PAIRPM_TEMPLATE_V2], ids=lambda t: t.version)
+def test_segmented_encoding_equals_the_whole_text_tokenized(tokenizer, template):
+    """Tokenizing the fixed parts once and the texts apart gives the ids of the whole filled turn, for every
+    template (pairpm@1's ids are those its models were trained on)."""
+    formatter = PairPMFormatter(tokenizer, template)
+    prompts = ["Name a colour.", "Why is the sky blue?  ", "x"]
+    answers_a = ["Blue.", "Rayleigh scattering: short wavelengths scatter more.", "(a) yes"]
+    answers_b = ["Seven.", "It reflects the sea.\n\n- really", "  no"]
+    for encoding, prompt, a, b in zip(formatter.encode(prompts, answers_a, answers_b), prompts, answers_a, answers_b):
+        filled = template.instruction.format(prompt=prompt.strip(), answer_a=a.strip(), answer_b=b.strip())
+        assert encoding.ids_ab == chat_ids(tokenizer, filled)
 
 
 def test_plain_format_and_multi_turn_prompt(tokenizer):
@@ -105,10 +132,17 @@ def test_plain_format_and_multi_turn_prompt(tokenizer):
         {"role": "user", "content": "Name a colour."},
     ]
     text = tokenizer.decode(formatter.encode([prompt], ["Blue."], ["Seven."])[0].ids_ab)
-    assert "[Prompt]\nUser: Hi\n\nAssistant: Hello!\n\nUser: Name a colour.\n\n[Answer A]\nBlue." in text
-    assert text.endswith("\n\nBetter answer:")
-    # After "answer:", the labels are the space-prefixed letters.
+    assert (
+        text
+        == "[CONTEXT] User: Hi\n\nAssistant: Hello!\n\nUser: Name a colour. [RESPONSE A] Blue. [RESPONSE B] "
+        + ("Seven. [BETTER RESPONSE]")
+    )
+    # After the suffix, the labels are the space-prefixed letters.
     assert formatter.label_ids == tuple(tokenizer.encode(label, add_special_tokens=False)[0] for label in (" A", " B"))
+    old = PairPMFormatter(tokenizer, "pairpm@1", use_chat_template=False)
+    old_text = tokenizer.decode(old.encode([prompt], ["Blue."], ["Seven."])[0].ids_ab)
+    assert "[Prompt]\nUser: Hi\n\nAssistant: Hello!\n\nUser: Name a colour.\n\n[Answer A]\nBlue." in old_text
+    assert old_text.endswith("\n\nBetter answer:")
 
 
 @pytest.mark.parametrize(
@@ -135,7 +169,7 @@ def test_truncation_keeps_prompt_end_and_answer_starts(tokenizer):
     text = tokenizer.decode(encoding.ids_ab)
     assert "QUESTION END" in text and "START" not in text
     assert "ALPHA" in text and "BETA" in text
-    assert "Which answer is better?" in text  # the instruction is never cut
+    assert text.count("[RESPONSE A]") == text.count("[RESPONSE B]") == 1  # the template is never cut
     with pytest.raises(ValueError, match="max_length"):
         PairPMFormatter(tokenizer, max_length=formatter_budget(tokenizer))
 
@@ -285,7 +319,13 @@ def test_scores_do_not_depend_on_batching(tokenizer):
 def test_best_of_n_tournaments(trained):
     tokenizer, trainer = trained["tokenizer"], trained["trainer"]
     scorer = PairPMScorer(trainer.model, tokenizer, show_progress=False)
-    candidates = ["wrong false bogus", "mistaken invalid wrong", "correct true exact", "incorrect false wrong", "no"]
+    candidates = [
+        "wrong false bogus",
+        "mistaken invalid wrong",
+        "correct true exact",
+        "incorrect false wrong",
+        "bogus invalid false",
+    ]
     assert select_best_of_n(scorer, "Which statement is right?", candidates) == 2
     assert select_best_of_n(scorer, "Which statement is right?", candidates, method="round_robin") == 2
     scores = round_robin_scores(scorer, "Which statement is right?", candidates)
@@ -366,7 +406,7 @@ def test_conversational_implicit_prompt_kinds_and_truncation_metrics(tmp_path, t
     )
     assert trainer.train_kind_counts == {"causal": 2, "neutral": 2}
     text = tokenizer.decode(trainer.train_dataset[0]["ids_chosen_first"])
-    assert "[Answer A]\nAn apple.\n\n[Answer B]\nA car." in text
+    assert "[RESPONSE A] An apple. [RESPONSE B] A car." in text
     trainer.train()
     logs = collect_logs(trainer)[0]
     assert logs["truncated_pairs"] == 4
@@ -446,7 +486,7 @@ def test_lora_trains_saves_and_reloads(tmp_path, tokenizer):
 
     trainer.save_model(str(tmp_path / "out"))
     saved = json.loads((tmp_path / "out" / "pairpm.json").read_text())
-    assert saved["template_version"] == "pairpm@1" and saved["use_chat_template"] is True
+    assert saved["template_version"] == "pairpm@2" and saved["use_chat_template"] is True
     assert (tmp_path / "out" / "adapter_config.json").exists()
 
     held_out = synthetic_pairs(6, 2, seed=3)
@@ -456,6 +496,91 @@ def test_lora_trains_saves_and_reloads(tmp_path, tokenizer):
     actual = reloaded.prefer(held_out["prompt"], held_out["chosen"], held_out["rejected"])
     assert actual == pytest.approx(expected, abs=1e-5)
     assert reloaded.formatter.max_length == args.max_length
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The input template saved with the model
+
+
+@pytest.mark.parametrize(
+    ("template_version", "use_chat_template"), [(None, True), ("pairpm@1", False)], ids=["default", "pairpm@1-plain"]
+)
+def test_saved_model_is_scored_in_its_trained_format_token_for_token(
+    tmp_path, tokenizer, template_version, use_chat_template
+):
+    """The default (RRM's format) and the old template each round-trip through save and load: the scorer of the saved
+    folder rebuilds exactly the token ids the model was trained on, and gives the in-memory model's preferences."""
+    overrides = {} if template_version is None else {"template_version": template_version}
+    args = pairpm_args(tmp_path / "out", max_steps=1, max_length=160, use_chat_template=use_chat_template, **overrides)
+    train = synthetic_pairs(3, 1)
+    trainer = CromePairPMTrainer(tiny_causal_lm(tokenizer), args=args, train_dataset=train, processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "out"))
+    expected_version = template_version or "pairpm@2"
+    saved = json.loads((tmp_path / "out" / "pairpm.json").read_text())
+    assert saved["template_version"] == expected_version
+    assert saved["use_chat_template"] is use_chat_template and saved["max_length"] == 160
+
+    reloaded = PairPMScorer(tmp_path / "out", device="cpu", show_progress=False)
+    assert reloaded.formatter.template.version == expected_version
+    assert (reloaded.formatter.use_chat_template, reloaded.formatter.max_length) == (use_chat_template, 160)
+    assert reloaded.formatter.label_ids == trainer.formatter.label_ids
+    encodings = reloaded.formatter.encode(train["prompt"], train["chosen"], train["rejected"])
+    assert [e.ids_ab for e in encodings] == trainer.train_dataset["ids_chosen_first"]
+    assert [e.ids_ba for e in encodings] == trainer.train_dataset["ids_rejected_first"]
+    in_memory = PairPMScorer(
+        trainer.model, tokenizer, template=expected_version, use_chat_template=use_chat_template, show_progress=False
+    )
+    p = reloaded.prefer(train["prompt"], train["chosen"], train["rejected"])
+    assert p == pytest.approx(in_memory.prefer(train["prompt"], train["chosen"], train["rejected"]), abs=1e-6)
+
+
+def test_folder_saved_with_the_old_template_keeps_it(tmp_path, tokenizer, caplog):
+    """A folder as trl-crome wrote it before pairpm@2 was the default (its pairpm.json verbatim): it is scored with
+    pairpm@1's instruction, token for token, with no warning."""
+    folder = tmp_path / "old"
+    tiny_causal_lm(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    old_entry = {"template_version": "pairpm@1", "use_chat_template": True, "max_length": 2048}
+    old_entry |= {"tie_loss_weight": 1.0, "both_orders": True}
+    (folder / "pairpm.json").write_text(json.dumps(old_entry, indent=2) + "\n")
+    with caplog.at_level("WARNING", logger="trl_crome.evaluation.pairpm"):
+        scorer = PairPMScorer(folder, device="cpu", show_progress=False)
+    assert scorer.formatter.template is PAIRPM_TEMPLATE_V1 and not caplog.records
+    encoding = scorer.formatter.encode(["What is 2+2?"], ["4"], ["Five."])[0]
+    instruction = PAIRPM_TEMPLATE_V1.instruction.format(prompt="What is 2+2?", answer_a="4", answer_b="Five.")
+    assert encoding.ids_ab == chat_ids(tokenizer, instruction)
+    assert "Do not let length, formatting or style decide" in tokenizer.decode(encoding.ids_ab)
+
+
+def test_folder_without_a_template_entry_gets_the_default_with_a_warning(tmp_path, tokenizer, caplog):
+    folder = tmp_path / "base"
+    tiny_causal_lm(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    # No pairpm.json at all (an untrained model, or a PairPM trained elsewhere).
+    with caplog.at_level("WARNING", logger="trl_crome.evaluation.pairpm"):
+        scorer = PairPMScorer(folder, device="cpu", show_progress=False)
+    assert scorer.formatter.template is PAIRPM_TEMPLATE_V2
+    assert "no PairPM template entry" in caplog.text and "'pairpm@2'" in caplog.text
+    # A pairpm.json without the entry: its other settings still apply.
+    (folder / "pairpm.json").write_text(json.dumps({"max_length": 200, "use_chat_template": False}))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="trl_crome.evaluation.pairpm"):
+        scorer = PairPMScorer(folder, device="cpu", show_progress=False)
+    assert scorer.formatter.template is PAIRPM_TEMPLATE_V2 and "no PairPM template entry" in caplog.text
+    assert (scorer.formatter.max_length, scorer.formatter.use_chat_template) == (200, False)
+    # An explicit template wins over the saved one, with a warning that they differ.
+    (folder / "pairpm.json").write_text(json.dumps({"template_version": "pairpm@2"}))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="trl_crome.evaluation.pairpm"):
+        scorer = PairPMScorer(folder, template="pairpm@1", device="cpu", show_progress=False)
+    assert scorer.formatter.template is PAIRPM_TEMPLATE_V1
+    assert "'pairpm@1' a model trained with 'pairpm@2'" in caplog.text
+
+
+def test_unknown_template_version_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown `template_version` 'pairpm@9'.*pairpm@1.*pairpm@2"):
+        pairpm_args(tmp_path, template_version="pairpm@9")
 
 
 def _multiprocess_run(output_dir: str, per_device_batch_size: int) -> None:

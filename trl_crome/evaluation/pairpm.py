@@ -8,6 +8,7 @@ of this package take it as they take a reward model (a pair is correct when P(ch
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from ..pairpm import (
 from .best_of_n import best_of_n_index
 from .pair_scoring import PreferenceModel
 from .scoring import length_sorted_batches, load_model_and_tokenizer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,7 +79,9 @@ class PairPMScorer:
             Truncate longer inputs as in training (prompt start first, then answer ends evenly). Defaults to the
             trained model's value from `pairpm.json`, else no truncation.
         template (`str` or [`~trl_crome.pairpm.PairPMTemplate`], *optional*):
-            Defaults to the trained model's template, else `"pairpm@1"`.
+            Defaults to the trained model's template (`template_version` in its `pairpm.json`). A folder without that
+            entry (an untrained model, or a PairPM trained elsewhere) and a model object get the current default,
+            `"pairpm@2"` (RRM's neutral format); a folder logs a warning then.
         use_chat_template (`bool`, *optional*):
             Defaults to the trained model's setting, else to whether the tokenizer has a chat template.
         device (`str` or `torch.device`, *optional*):
@@ -101,8 +106,9 @@ class PairPMScorer:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        saved = {}
+        saved, path = {}, None
         if isinstance(model, (str, os.PathLike)):
+            path = model
             model, loaded_tokenizer, saved = load_pairpm(model, torch_dtype=torch_dtype)
             tokenizer = tokenizer or loaded_tokenizer
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -113,12 +119,23 @@ class PairPMScorer:
             self.model.to(device)
         self.device = next(self.model.parameters()).device
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        trained_template = saved.get("template_version")
+        if template is None and trained_template is None and path is not None:
+            logger.warning(
+                f"{path} has no PairPM template entry ({PAIRPM_CONFIG_NAME}): scoring with the default template "
+                f"{DEFAULT_TEMPLATE_VERSION!r}"
+            )
         self.formatter = PairPMFormatter(
             tokenizer,
-            template or saved.get("template_version", DEFAULT_TEMPLATE_VERSION),
+            template or trained_template or DEFAULT_TEMPLATE_VERSION,
             max_length if max_length is not None else saved.get("max_length"),
             use_chat_template if use_chat_template is not None else saved.get("use_chat_template"),
         )
+        if trained_template is not None and self.formatter.template.version != trained_template:
+            logger.warning(
+                f"scoring with the PairPM template {self.formatter.template.version!r} a model trained with "
+                f"{trained_template!r}"
+            )
         self.batch_size = batch_size
         self.show_progress = show_progress
         self.stats = PairPMStats()

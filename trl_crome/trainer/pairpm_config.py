@@ -30,14 +30,17 @@ class CromePairPMConfig(_BaseConfig):
 
         > Parameters that control the data preprocessing
 
-        template_version (`str`, *optional*, defaults to `"pairpm@1"`):
-            Version of the PairPM instruction (see [`~trl_crome.pairpm.PAIRPM_TEMPLATES`]); saved with the model in
-            `pairpm.json` so that inference uses the same one.
+        template_version (`str`, *optional*, defaults to `"pairpm@2"`):
+            Version of the PairPM input template (see [`~trl_crome.pairpm.PAIRPM_TEMPLATES`]); saved with the model
+            in `pairpm.json` so that inference uses the same one. `"pairpm@2"` is RRM's neutral format, as in the
+            paper: `[CONTEXT] {prompt} [RESPONSE A] {answer_a} [RESPONSE B] {answer_b}`, no instruction. `"pairpm@1"`
+            (the default before) adds an instruction to judge correctness, relevance, helpfulness, completeness and
+            safety and not length, formatting or style.
         use_chat_template (`bool`, *optional*):
-            Whether to wrap the instruction in the tokenizer's chat template. `None` does so when the tokenizer has
-            one.
+            Whether to wrap the filled template in the tokenizer's chat template. `None` does so when the tokenizer
+            has one.
         max_length (`int` or `None`, *optional*, defaults to `2048`):
-            Longest input (instruction, prompt and both answers). Longer pairs are truncated, never dropped: the
+            Longest input (template, prompt and both answers). Longer pairs are truncated, never dropped: the
             prompt loses its start first, then both answers lose their ends evenly. `None` keeps every input whole.
         dataset_num_proc (`int`, *optional*):
             Number of processes to use for processing the dataset.
@@ -79,19 +82,23 @@ class CromePairPMConfig(_BaseConfig):
     # Parameters that control the data preprocessing
     template_version: str = field(
         default=DEFAULT_TEMPLATE_VERSION,
-        metadata={"help": "Version of the PairPM instruction, saved with the model in `pairpm.json`."},
+        metadata={
+            "help": "Version of the PairPM input template, saved with the model in `pairpm.json`: 'pairpm@2' (RRM's "
+            "neutral format, as in the paper) or 'pairpm@1' (with an instruction about what to judge).",
+            "choices": sorted(PAIRPM_TEMPLATES),
+        },
     )
     use_chat_template: bool | None = field(
         default=None,
         metadata={
-            "help": "Whether to wrap the instruction in the tokenizer's chat template. `None` does so when the "
+            "help": "Whether to wrap the filled template in the tokenizer's chat template. `None` does so when the "
             "tokenizer has one."
         },
     )
     max_length: int | None = field(
         default=2048,
         metadata={
-            "help": "Longest input (instruction, prompt and both answers). Longer pairs are truncated, never dropped: "
+            "help": "Longest input (template, prompt and both answers). Longer pairs are truncated, never dropped: "
             "the prompt loses its start first, then both answers lose their ends evenly."
         },
     )

@@ -111,7 +111,7 @@ class CromePairPMTrainer(CromeModelCardMixin, _BaseTrainer):
     Trainer for Crome pairwise preference models (PairPM, [Robust Reward Modeling via Causal
     Rubrics](https://huggingface.co/papers/2506.16507)).
 
-    A causal LM reads a fixed, versioned instruction holding the prompt, answer A and answer B (see
+    A causal LM reads a fixed, versioned input template holding the prompt, answer A and answer B (see
     [`~trl_crome.pairpm.PairPMFormatter`]) and P(A better than B) is read from the next-token logits of the labels
     "A" and "B", renormalised over the two: `sigmoid(d)` with `d = logit("A") - logit("B")`. The loss is Crome's
     composite loss on `d` oriented towards the chosen answer (binary cross-entropy against target 1, or 0.5 for a
