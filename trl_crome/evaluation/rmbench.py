@@ -171,8 +171,9 @@ class RMBenchResult:
             data.pop("rows")
         return data
 
-    def to_markdown(self) -> str:
-        """Per-domain and overall hard / normal / easy / score, then each domain's 3x3 matrix, in percent."""
+    def to_markdown(self, matrices: bool = True) -> str:
+        """Per-domain and overall hard / normal / easy / score, then (with `matrices`) each domain's 3x3 matrix, in
+        percent."""
         header = ["Domain", "Rows", "Hard (%)", "Normal (%)", "Easy (%)", "Score (%)"]
         rows = [
             [domain, str(self.domain_counts[domain]), *(percent(scores[k]) for k in (*ACCURACIES, "score"))]
@@ -188,7 +189,7 @@ class RMBenchResult:
                 f"\nPartial run: no rows for {', '.join(self.missing_domains)}; the overall scores are means over the "
                 "domains present and are not comparable to the leaderboard.\n"
             )
-        for domain, matrix in self.matrices.items():
+        for domain, matrix in self.matrices.items() if matrices else ():
             text += f"\n### {domain}: chosen style (row) beats rejected style (column), % of rows\n\n"
             lines = [[style, *(percent(value) for value in line)] for style, line in zip(STYLES, matrix)]
             text += markdown_table(["chosen \\ rejected", *STYLES], lines)

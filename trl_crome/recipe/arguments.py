@@ -20,6 +20,8 @@ SETTINGS = ("bt", "pairpm")
 # CromeAugmenterConfig fields the recipe sets itself (from the training arguments), so that they do not clash with
 # TrainingArguments' `output_dir` / `seed` on the command line.
 RECIPE_SET_AUGMENT_FIELDS = ("output_dir", "cache_dir", "seed", "max_rows")
+# The evaluations the recipe can run on the saved model (robustness transforms RewardBench's pairs).
+BENCHMARKS = ("rewardbench", "robustness", "rewardbench2", "rmbench")
 
 
 @dataclass
@@ -76,6 +78,18 @@ class CromeScriptArguments:
             Transformations of the robustness evaluation; every local one when unset. `none` skips it.
         robustness_per_subset (`int`, *optional*, defaults to `20`):
             RewardBench pairs per subset that the robustness evaluation transforms.
+        benchmarks (`list[str]`, *optional*, defaults to `["rewardbench", "robustness"]`):
+            The evaluations of the saved model, in order: any of `rewardbench`, `robustness`, `rewardbench2`,
+            `rmbench`; `none` runs none. `rewardbench: none` or `robustness_transforms: none` also drop theirs.
+        rewardbench2 (`str`, *optional*, defaults to `"hub"`):
+            RewardBench 2 data: a local file in its schema, or `"hub"` for `allenai/reward-bench-2` (split "test").
+        rewardbench2_per_subset (`int`, *optional*):
+            Score at most this many prompts per RewardBench 2 subset (a seeded sample).
+        rmbench (`list[str]`, *optional*, defaults to `["hub"]`):
+            RM-Bench data: local files in its schema (the domain of per-domain files comes from their names), or
+            `"hub"` for `THU-KEG/RM-Bench`.
+        rmbench_per_domain (`int`, *optional*):
+            Score at most this many RM-Bench rows per domain (a seeded sample).
     """
 
     dataset_name: str = field(
@@ -132,6 +146,22 @@ class CromeScriptArguments:
     robustness_per_subset: int = field(
         default=20, metadata={"help": "RewardBench pairs per subset transformed by the robustness evaluation."}
     )
+    benchmarks: list[str] = field(
+        default_factory=lambda: ["rewardbench", "robustness"],
+        metadata={"help": f"Evaluations of the saved model, in order: any of {', '.join(BENCHMARKS)}, or 'none'."},
+    )
+    rewardbench2: str = field(
+        default="hub", metadata={"help": "RewardBench 2 file, or 'hub' for allenai/reward-bench-2 (split test)."}
+    )
+    rewardbench2_per_subset: int | None = field(
+        default=None, metadata={"help": "Score at most this many prompts per RewardBench 2 subset."}
+    )
+    rmbench: list[str] = field(
+        default_factory=lambda: ["hub"], metadata={"help": "RM-Bench file(s), or 'hub' for THU-KEG/RM-Bench."}
+    )
+    rmbench_per_domain: int | None = field(
+        default=None, metadata={"help": "Score at most this many RM-Bench rows per domain."}
+    )
 
     def __post_init__(self):
         if isinstance(self.oracle_kwargs, str):
@@ -144,6 +174,18 @@ class CromeScriptArguments:
             self.rewardbench = None
         if self.robustness_transforms is not None and [t.lower() for t in self.robustness_transforms] == ["none"]:
             self.robustness_transforms = []
+        benchmarks = [self.benchmarks] if isinstance(self.benchmarks, str) else list(self.benchmarks)
+        benchmarks = [] if [b.lower() for b in benchmarks] == ["none"] else [b.lower() for b in benchmarks]
+        unknown = [b for b in benchmarks if b not in BENCHMARKS]
+        if unknown:
+            raise ValueError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)} or 'none'.")
+        if self.rewardbench is None:  # no RewardBench data: neither RewardBench nor the robustness of its pairs
+            benchmarks = [b for b in benchmarks if b not in ("rewardbench", "robustness")]
+        if self.robustness_transforms == []:
+            benchmarks = [b for b in benchmarks if b != "robustness"]
+        self.benchmarks = benchmarks
+        if isinstance(self.rmbench, str):  # a single file from a YAML config
+            self.rmbench = [self.rmbench]
 
 
 def augment_arguments_class() -> type:

@@ -60,4 +60,8 @@ def model_card_sections(script_args, model_args, augment_args, result: RecipeRes
             f"(original accuracy {100 * robustness.original_accuracy:.2f}% on {robustness.num_pairs} pairs).\n\n"
             + robustness.to_markdown().split("\n", 2)[2]
         )
+    if result.rewardbench2 is not None:
+        sections["Evaluation: RewardBench 2"] = result.rewardbench2.to_markdown().split("\n", 2)[2]
+    if result.rmbench is not None:  # the domain table; the 3x3 matrices are in eval/rmbench.md
+        sections["Evaluation: RM-Bench"] = result.rmbench.to_markdown(matrices=False).split("\n", 2)[2]
     return sections

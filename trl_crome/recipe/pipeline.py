@@ -2,8 +2,9 @@
 
 The steps, in order: load the data (a Hub name or a local file) -> augment it with [`~trl_crome.CromeAugmenter`]
 (or load an already augmented dataset), optionally filtering with a baseline reward model (given, or trained here on
-the original pairs) -> train a [`~trl_crome.CromeRewardTrainer`] (or the PairPM trainer) -> save -> evaluate on
-RewardBench and on robustness transformations -> write the model card -> push to the Hub when asked.
+the original pairs) -> train a [`~trl_crome.CromeRewardTrainer`] (or the PairPM trainer) -> save -> evaluate on the
+configured benchmarks (RewardBench, robustness transformations, RewardBench 2, RM-Bench) -> write the model card ->
+push to the Hub when asked.
 """
 
 from __future__ import annotations
@@ -39,15 +40,17 @@ class RecipeResult:
     train_metrics: dict[str, float] = field(default_factory=dict)
     rewardbench: Any = None  # RewardBenchResult
     robustness: Any = None  # RobustnessResult
+    rewardbench2: Any = None  # RewardBench2Result
+    rmbench: Any = None  # RMBenchResult
 
     def to_dict(self) -> dict[str, Any]:
+        evaluations = {name: getattr(self, name) for name in ("rewardbench", "robustness", "rewardbench2", "rmbench")}
         return {
             "output_dir": self.output_dir,
             "world_size": self.world_size,
             "augmentation": self.augmentation.to_dict() if self.augmentation is not None else None,
             "train_metrics": self.train_metrics,
-            "rewardbench": self.rewardbench.to_dict() if self.rewardbench is not None else None,
-            "robustness": self.robustness.to_dict() if self.robustness is not None else None,
+            **{name: value.to_dict() if value is not None else None for name, value in evaluations.items()},
         }
 
 
@@ -94,7 +97,8 @@ def run_recipe(script_args, training_args, model_args, augment_args) -> RecipeRe
 
     # 4. Evaluation of the saved model, on the main process (the others wait at the barrier below)
     if trainer.is_world_process_zero():
-        result.rewardbench, result.robustness = evaluate(script_args, training_args, chat_template)
+        for name, evaluation in evaluate(script_args, training_args, chat_template).items():
+            setattr(result, name, evaluation)
     trainer.accelerator.wait_for_everyone()
 
     # 5. Model card and Hub

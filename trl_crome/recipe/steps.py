@@ -192,26 +192,44 @@ def pairpm_margins(scorer):
     return margins
 
 
-def evaluate(script_args, training_args, chat_template: bool):
-    """RewardBench and robustness evaluation of the saved model (main process). Returns `(rewardbench, robustness)`."""
+def evaluate(script_args, training_args, chat_template: bool) -> dict[str, Any]:
+    """The evaluations of `script_args.benchmarks` on the saved model (main process), with one scorer and reports in
+    `<output_dir>/eval`. Returns `{benchmark: result}` for the benchmarks run (the result of `evaluate_<name>`)."""
     from ..evaluation.rewardbench import evaluate_rewardbench, load_rewardbench, subsample_per_subset
+    from ..evaluation.rewardbench2 import evaluate_rewardbench2, load_rewardbench2
+    from ..evaluation.rmbench import evaluate_rmbench, load_rmbench
     from ..evaluation.transforms import evaluate_robustness
 
-    if script_args.rewardbench is None:
-        return None, None
-    output_dir = Path(training_args.output_dir) / EVAL_DIR
-    rows = load_rewardbench(script_args.rewardbench)
+    benchmarks = script_args.benchmarks
+    if not benchmarks:
+        return {}
+    seed, output_dir = training_args.seed, Path(training_args.output_dir) / EVAL_DIR
+    # Every data set is loaded and validated before the model: a bad file fails before any scoring.
+    data = {}
+    if "rewardbench" in benchmarks or "robustness" in benchmarks:
+        data["rewardbench"] = load_rewardbench(script_args.rewardbench)
+    if "rewardbench2" in benchmarks:
+        data["rewardbench2"] = load_rewardbench2(script_args.rewardbench2)
+    if "rmbench" in benchmarks:
+        data["rmbench"] = load_rmbench(None if script_args.rmbench == ["hub"] else script_args.rmbench)
     scorer = load_scorer(script_args.setting, training_args.output_dir, training_args, chat_template)
-    rewardbench = evaluate_rewardbench(
-        scorer, rows, per_subset=script_args.rewardbench_per_subset, seed=training_args.seed, output_dir=output_dir
-    )
-    robustness = None
-    if script_args.robustness_transforms != []:
-        pairs = subsample_per_subset(rows, script_args.robustness_per_subset, seed=training_args.seed)
-        robustness = evaluate_robustness(
-            scorer, pairs, script_args.robustness_transforms, seed=training_args.seed, output_dir=output_dir
-        )
-    return rewardbench, robustness
+    results = {}
+    for name in benchmarks:
+        common = {"seed": seed, "output_dir": output_dir}
+        if name == "rewardbench":
+            results[name] = evaluate_rewardbench(
+                scorer, data[name], per_subset=script_args.rewardbench_per_subset, **common
+            )
+        elif name == "robustness":
+            pairs = subsample_per_subset(data["rewardbench"], script_args.robustness_per_subset, seed=seed)
+            results[name] = evaluate_robustness(scorer, pairs, script_args.robustness_transforms, **common)
+        elif name == "rewardbench2":
+            results[name] = evaluate_rewardbench2(
+                scorer, data[name], per_subset=script_args.rewardbench2_per_subset, **common
+            )
+        else:
+            results[name] = evaluate_rmbench(scorer, data[name], per_domain=script_args.rmbench_per_domain, **common)
+    return results
 
 
 def last_train_metrics(log_history: list[dict[str, float]]) -> dict[str, float]:
