@@ -268,10 +268,11 @@ class Oracle(ABC):
     ) -> AsyncIterator[tuple[int, OracleResponse]]:
         """Yields `(index, response)` as each answer arrives, `max_concurrency` requests in flight.
 
-        With `should_stop`, each worker waits until its answer has been handed on (so that the caller has counted
-        it) and then asks `should_stop` before it sends its next request: once it says True, no new request is sent
-        and at most `max_concurrency - 1` requests already in flight finish after the answer that decided the stop.
-        Requests never sent are not yielded.
+        Each worker waits until its answer has been handed on (counted by the caller, stored by a cache) before it
+        sends its next request: answers never pile up unstored behind a slow consumer, so a killed run loses at most
+        `max_concurrency` answers. With `should_stop`, the worker then asks it first: once it says True, no new
+        request is sent, at most `max_concurrency - 1` requests already in flight finish after the answer that decided
+        the stop, and requests never sent are not yielded.
         """
         queue: asyncio.Queue = asyncio.Queue()
         pending = iter(enumerate(requests))  # shared by the workers: each request is taken exactly once
@@ -284,10 +285,9 @@ class Oracle(ABC):
                     if item is None:
                         break
                     index, request = item
-                    handed_on = asyncio.Event() if should_stop is not None else None
+                    handed_on = asyncio.Event()
                     await queue.put((index, await self.agenerate(request), handed_on))
-                    if handed_on is not None:
-                        await handed_on.wait()
+                    await handed_on.wait()
             except Exception as error:  # a fatal error: hand it to the consumer, which re-raises it
                 await queue.put(error)
             await queue.put(done)
@@ -304,8 +304,7 @@ class Oracle(ABC):
                     raise item
                 index, response, handed_on = item
                 yield index, response
-                if handed_on is not None:
-                    handed_on.set()
+                handed_on.set()
         finally:
             for task in workers:
                 task.cancel()
