@@ -26,7 +26,8 @@ ATTRIBUTES = ["factual_accuracy", "relevance"]  # the scripted rubric's first tw
 
 
 def _config(tmp_path, **overrides):
-    return CromeAugmenterConfig(output_dir=str(tmp_path), show_progress=False, **overrides)
+    """The lite preset: these tests pin its behaviour, unchanged since it was the only pipeline."""
+    return CromeAugmenterConfig(output_dir=str(tmp_path), show_progress=False, **{"preset": "lite", **overrides})
 
 
 def _text_dataset(**extra):
@@ -48,6 +49,7 @@ def test_plain_text_pipeline_output_order_labels_and_provenance(tmp_path):
         "attribute",
         "direction",
         "neutral_of",
+        "neutral_type",
     ]
     templates = [r.template for r in oracle.requests]
     assert templates.count("rubrics@1") == 3  # one per unique prompt, not per row
@@ -70,6 +72,7 @@ def test_plain_text_pipeline_output_order_labels_and_provenance(tmp_path):
             "attribute": None,
             "direction": None,
             "neutral_of": None,
+            "neutral_type": None,
         }
         expected_causal = []
         for attribute in ATTRIBUTES:
@@ -85,7 +88,7 @@ def test_plain_text_pipeline_output_order_labels_and_provenance(tmp_path):
         assert not any(r["tie"] for r in causal)
         assert [r["neutral_of"] for r in neutral] == ["original"] + ["causal"] * 4
         for tie, source_pair in zip(neutral, [original, *causal]):
-            assert tie["tie"] is True
+            assert tie["tie"] is True and tie["neutral_type"] == "iqn"
             assert tie["prompt"] != PROMPTS[source] and tie["prompt"] in PROMPTS
             assert (tie["chosen"], tie["rejected"]) == (source_pair["chosen"], source_pair["rejected"])
             assert (tie["attribute"], tie["direction"]) == (source_pair["attribute"], source_pair["direction"])

@@ -24,8 +24,8 @@ def test_smollm2_oracle_through_the_pipeline(tmp_path):
 
     rows = _short_ultrafeedback_rows(2)
     oracle = TransformersOracle(max_new_tokens=96)
-    config = CromeAugmenterConfig(
-        output_dir=str(tmp_path), attributes_per_example=1, directions=["degrade"], show_progress=False
+    config = CromeAugmenterConfig(  # the lite preset: a 135M model on CPU, as the quickstart runs it
+        output_dir=str(tmp_path), preset="lite", attributes_per_example=1, directions=["degrade"], show_progress=False
     )
     augmenter = CromeAugmenter(oracle, config)
     output = augmenter(Dataset.from_list(rows))

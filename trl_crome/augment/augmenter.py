@@ -1,11 +1,14 @@
-"""`CromeAugmenter`: the Crome data pipeline, its steps in order (rubrics, counterfactuals, validation, neutrals,
-filtering). Each step lives in its own module; this one only wires them and keeps the books."""
+"""`CromeAugmenter`: the Crome data pipeline, its steps in order (attributes, causal elements, counterfactuals, checks
+and verification, neutrals, filtering), a chunk of rows at a time. Each step lives in its own module; this one only
+wires them, keeps the books and stops at `max_cost`."""
 
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,14 +17,32 @@ from datasets import Dataset
 
 from ..data import DEFAULT_KINDS, KIND_CAUSAL, KIND_NEUTRAL, KIND_ORIGINAL
 from ..models import default_cache_dir
-from ..oracles.base import Oracle
+from ..oracles.base import Oracle, OracleRequest, OracleResponse, StopCheck
 from ..oracles.cache import CachedOracle
-from .counterfactuals import REWRITE_TEMPLATES, CounterfactualValidator, causal_pairs, rewrite_tasks
+from .attributes import attributes_request, elements_request, parse_attributes, parse_elements
+from .counterfactuals import REWRITE_TEMPLATES, CounterfactualValidator, checked_rewrites, rewrite_tasks
+from .estimate import CostEstimate, PlanningOracle, default_thinking_tokens, price_tiers
 from .filtering import as_baseline, filter_pairs
-from .neutrals import neutral_pairs
+from .neutrals import (
+    ALIGNED,
+    IQN,
+    NEUTRAL_TYPES,
+    PARAPHRASE,
+    NeutralRewriteTask,
+    neutral_pairs,
+    sampled_neutral_pairs,
+)
 from .pairs import CromePair, SourceRow, Turns, pairs_to_dataset, prompt_key, read_source_rows, turn_features
-from .rubrics import DEFAULT_FALLBACK_ATTRIBUTES, CausalAttribute, resolve_rubrics, rubric_request
+from .presets import LITE, PAPER, PRESETS, apply_preset
+from .rubrics import (
+    DEFAULT_FALLBACK_ATTRIBUTES,
+    CausalAttribute,
+    fallback_attributes,
+    resolve_rubrics,
+    rubric_request,
+)
 from .summary import AugmentationSummary, ask_oracle, counts
+from .verification import VerificationCounts, verified_pairs, verify_request
 
 if TYPE_CHECKING:
     from .filtering import Baseline
@@ -30,67 +51,109 @@ logger = logging.getLogger(__name__)
 
 _KIND_RANK = {kind: rank for rank, kind in enumerate(DEFAULT_KINDS)}
 
+# Pipeline steps, as the summary and the estimate name them.
+STEP_RUBRICS, STEP_ATTRIBUTES, STEP_ELEMENTS = "rubrics", "attributes", "causal_elements"
+STEP_REWRITES, STEP_VERIFY = "rewrites", "verification"
+STEP_ALIGNED, STEP_PARAPHRASE = "aligned_neutrals", "paraphrase_neutrals"
+
 
 @dataclass
 class CromeAugmenterConfig:
     r"""
     Configuration of the [`CromeAugmenter`]: which steps run, how large they are, and where the resume state lives.
 
+    `preset` fills every field documented as "preset" that is left at `None`: `"paper"` (default) runs the pipeline
+    of the Crome paper's appendix (per-example scored attributes, causal elements, every attribute rewritten both ways,
+    an oracle verification of every rewrite, about 1x IQN neutrals); `"lite"` runs the cheaper pipeline this package
+    shipped first, with its templates and cache keys unchanged. A field set explicitly always wins over the preset.
+    Presets are applied once, when the configuration is built.
+
     Parameters:
-        > Causal rubric identification
+        preset (`str`, *optional*, defaults to `"paper"`):
+            `"paper"` or `"lite"`; see `trl_crome/augment/presets.py` and `docs/augmenter.md`.
+
+        > Attributes (step 1)
 
         identify_rubrics (`bool`, *optional*, defaults to `True`):
-            Ask the oracle for the causal attributes of each unique prompt. When `False`, or when a call fails, the
-            prompt uses a seeded choice from `fallback_attributes`.
-        max_attributes (`int`, *optional*, defaults to `2`):
-            Most attributes kept per prompt.
+            Ask the oracle for the attributes: per example, from the prompt and both answers, with importance scores
+            (paper), or per unique prompt from the prompt alone (lite). When `False`, or when an answer is unusable,
+            the example uses a seeded choice from `fallback_attributes`.
+        max_attributes (`int`, *optional*, preset: 5 paper, 2 lite):
+            Attributes asked for and kept per example (paper, cut by importance) or per prompt (lite).
         fallback_attributes (`dict[str, str]`):
-            Attribute name to one-sentence description, used when there is no usable rubric. Defaults to
+            Attribute name to one-sentence description, used when there is no usable answer. Defaults to
             correctness, relevance, completeness, safety and reasoning.
-        rubric_max_output_tokens (`int`, *optional*, defaults to `512`):
-            Output token limit of a rubric call.
+        rubric_max_output_tokens (`int`, *optional*, preset: 1024 paper, 512 lite):
+            Output token limit of an attribute call.
 
-        > Causal augmentations
+        > Causal elements (step 2, paper templates only)
+
+        causal_elements (`bool`, *optional*, preset: `True` paper, `False` lite):
+            Ask, per attribute, for the concrete elements of a response that raise or lower it; they go into the
+            rewrite and verification prompts.
+        elements_per_attribute (`int`, *optional*, defaults to `5`):
+            Causal elements asked for per attribute.
+        elements_max_output_tokens (`int`, *optional*, defaults to `1024`):
+            Output token limit of a causal-elements call.
+
+        > Causal augmentations (step 3)
 
         causal_augmentation (`bool`, *optional*, defaults to `True`):
             Whether to write counterfactual answers.
         directions (`list[str]`, *optional*, defaults to `["degrade", "upgrade"]`):
             `"degrade"` rewrites the chosen answer to be worse (pair: chosen > degraded), `"upgrade"` rewrites the
             rejected answer to be better (pair: upgraded > rejected).
-        attributes_per_example (`int`, *optional*, defaults to `2`):
-            Attributes rewritten per example, the prompt's first ones (the oracle lists the most important first).
-        rewrite_max_output_tokens (`int`, *optional*, defaults to `2048`):
-            Output token limit of a rewrite call; a longer answer is rejected as `"truncated"`.
+        attributes_per_example (`int`, *optional*, preset: 5 paper, 2 lite):
+            Attributes rewritten per example, the most important first.
+        rewrite_max_output_tokens (`int`, *optional*, preset: 4096 paper, 2048 lite):
+            Output token limit of a rewrite call (analysis included); a longer answer is rejected as `"truncated"`.
         accept_plain_text_rewrites (`bool`, *optional*, defaults to `False`):
             Take a rewrite answer that is not the requested JSON as the rewritten text itself, instead of rejecting
-            it as `"malformed"`. For small local oracles that rarely write valid JSON; validation still applies.
+            it as `"malformed"`. For small local oracles that rarely write valid JSON; the checks still apply.
         temperature (`float`, *optional*, defaults to `0.0`):
             Sampling temperature of the oracle calls.
 
-        > Validation of counterfactuals
+        > Checks and verification of rewrites (step 4)
 
+        verify_rewrites (`bool`, *optional*, preset: `True` paper, `False` lite):
+            One more oracle call per rewrite that passed the checks: Pass / Fail; Fails are dropped and counted per
+            direction and attribute.
+        verify_max_output_tokens (`int`, *optional*, defaults to `1024`):
+            Output token limit of a verification call.
+        runaway_length_ratio (`float`, *optional*, defaults to `10.0`):
+            Always checked, with `empty`, `identical` and `truncated`: a rewrite longer than this many times its source
+            (characters; sources under 200 characters count as 200) is rejected as `"runaway_length"`.
+        check_length (`bool`, *optional*, preset: `False` paper, `True` lite):
+            Reject rewrites whose length ratio to the source is outside `[min_length_ratio, max_length_ratio]`.
         min_length_ratio (`float`, *optional*, defaults to `0.5`):
-            Smallest accepted length of a rewrite relative to its source.
+            Smallest accepted length of a rewrite relative to its source, with `check_length`.
         max_length_ratio (`float`, *optional*, defaults to `2.0`):
-            Largest accepted length of a rewrite relative to its source.
+            Largest accepted length of a rewrite relative to its source, with `check_length`.
         length_tokenizer (`str`, *optional*):
-            Name or path of a tokenizer: lengths are then counted in its tokens instead of characters.
-        check_format (`bool`, *optional*, defaults to `True`):
+            Name or path of a tokenizer: `check_length` then counts tokens instead of characters.
+        check_format (`bool`, *optional*, preset: `False` paper, `True` lite):
             Reject rewrites that add or drop markdown markers (code blocks, headings, lists, bold, tables) or change
             their count beyond the length bounds.
 
-        > Neutral augmentations (Irrelevant Query Neutrals)
+        > Neutral augmentations (step 5)
 
         neutral_augmentation (`bool`, *optional*, defaults to `True`):
-            Whether to make tie pairs by attaching each pair's answers to another example's prompt.
-        neutrals_per_original (`int`, *optional*, defaults to `1`):
-            Tie pairs made from each original pair.
-        neutrals_per_causal (`int`, *optional*, defaults to `1`):
-            Tie pairs made from each causal pair.
+            Whether to make tie pairs at all.
+        neutral_types (`list[str]`, *optional*, defaults to `["iqn"]`):
+            Which: `"iqn"` (Irrelevant Query Neutrals, no oracle call), `"aligned"` (causally-aligned neutrals: one
+            oracle call per row rewrites the rejected answer to the chosen one's causal profile) and `"paraphrase"`
+            (one oracle call per row paraphrases the chosen answer). Each pair records its type in `neutral_type`.
+        neutrals_per_original (`int`, *optional*, preset: 0 paper, 1 lite):
+            IQN tie pairs made from each original pair.
+        neutrals_per_causal (`int`, *optional*, preset: 0 paper, 1 lite):
+            IQN tie pairs made from each causal pair.
+        neutrals_per_row (`float`, *optional*, preset: 1.0 paper, 0.0 lite):
+            IQN tie pairs per source row, each drawn from one of the row's original and causal pairs (a fraction is
+            drawn with that probability): 1.0 makes the neutral data about 1x the original data.
         seed (`int`, *optional*, defaults to `42`):
-            Seed of the neutral prompts and of the fallback attributes.
+            Seed of the neutral draws and of the fallback attributes.
 
-        > Filtering with a baseline reward model
+        > Filtering with a baseline reward model (step 6)
 
         filter_augmented (`bool`, *optional*, defaults to `True`):
             Keep only the augmented pairs the baseline is wrong or unsure about. Needs a `baseline`.
@@ -112,35 +175,75 @@ class CromeAugmenterConfig:
             paying again for any answered call.
         max_rows (`int`, *optional*):
             Only augment the first `max_rows` rows.
+        chunk_size (`int`, *optional*, defaults to `256`):
+            Rows that go through all oracle steps together before the next rows start. The output does not depend
+            on it; a stopped run keeps the chunks it finished. With the Gemini Batch API, a larger chunk means fewer
+            rounds of batch jobs.
+        max_cost (`float`, *optional*):
+            USD cap on the run's oracle answers: what this run pays plus what its cache hits cost when they were
+            paid. When reached, no new call is sent, the calls in flight finish (and are cached), the finished chunks
+            are returned and `summary.stopped` says where it stopped. A rerun with the same cap stops at the same
+            place without paying; a rerun with a higher cap goes on without paying twice.
         show_progress (`bool`, *optional*, defaults to `True`):
             Show a progress bar per stage.
     """
 
+    preset: str = field(
+        default=PAPER,
+        metadata={"help": "'paper' (the paper's pipeline, default) or 'lite' (cheaper).", "choices": tuple(PRESETS)},
+    )
     identify_rubrics: bool = field(
         default=True,
-        metadata={"help": "Ask the oracle for the causal attributes of each unique prompt (else use the fallback)."},
+        metadata={"help": "Ask the oracle for each example's attributes (else use the fallback attributes)."},
     )
-    max_attributes: int = field(default=2, metadata={"help": "Most attributes kept per prompt."})
+    max_attributes: int | None = field(
+        default=None, metadata={"help": "Attributes asked for and kept per example (preset: paper 5, lite 2)."}
+    )
     fallback_attributes: dict[str, str] = field(
         default_factory=lambda: dict(DEFAULT_FALLBACK_ATTRIBUTES),
-        metadata={"help": "Attribute name to description, used when a prompt has no usable rubric."},
+        metadata={"help": "Attribute name to description, used when an example has no usable attributes."},
     )
-    rubric_max_output_tokens: int = field(default=512, metadata={"help": "Output token limit of a rubric call."})
+    rubric_max_output_tokens: int | None = field(
+        default=None, metadata={"help": "Output token limit of an attribute call (preset: paper 1024, lite 512)."}
+    )
+    causal_elements: bool | None = field(
+        default=None, metadata={"help": "Ask for each attribute's causal elements (preset: paper yes, lite no)."}
+    )
+    elements_per_attribute: int = field(default=5, metadata={"help": "Causal elements asked for per attribute."})
+    elements_max_output_tokens: int = field(
+        default=1024, metadata={"help": "Output token limit of a causal-elements call."}
+    )
     causal_augmentation: bool = field(default=True, metadata={"help": "Whether to write counterfactual answers."})
     directions: list[str] = field(
         default_factory=lambda: list(REWRITE_TEMPLATES),
         metadata={"help": "Rewrite directions: 'degrade' (the chosen answer) and/or 'upgrade' (the rejected one)."},
     )
-    attributes_per_example: int = field(default=2, metadata={"help": "Attributes rewritten per example."})
-    rewrite_max_output_tokens: int = field(default=2048, metadata={"help": "Output token limit of a rewrite call."})
+    attributes_per_example: int | None = field(
+        default=None, metadata={"help": "Attributes rewritten per example (preset: paper 5, lite 2)."}
+    )
+    rewrite_max_output_tokens: int | None = field(
+        default=None, metadata={"help": "Output token limit of a rewrite call (preset: paper 4096, lite 2048)."}
+    )
     accept_plain_text_rewrites: bool = field(
         default=False,
         metadata={
             "help": "Take a rewrite answer that is not the requested JSON as the rewritten text itself (for small "
-            "local oracles that rarely write valid JSON); the validation still applies."
+            "local oracles that rarely write valid JSON); the checks still apply."
         },
     )
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the oracle calls."})
+    verify_rewrites: bool | None = field(
+        default=None, metadata={"help": "Verify every rewrite with a Pass/Fail oracle call (preset: paper yes)."}
+    )
+    verify_max_output_tokens: int = field(
+        default=1024, metadata={"help": "Output token limit of a verification call."}
+    )
+    runaway_length_ratio: float = field(
+        default=10.0, metadata={"help": "Reject a rewrite longer than this many times its source (always on)."}
+    )
+    check_length: bool | None = field(
+        default=None, metadata={"help": "Reject rewrites outside the length ratio bounds (preset: lite yes)."}
+    )
     min_length_ratio: float = field(
         default=0.5, metadata={"help": "Smallest accepted length of a rewrite relative to its source."}
     )
@@ -150,15 +253,25 @@ class CromeAugmenterConfig:
     length_tokenizer: str | None = field(
         default=None, metadata={"help": "Tokenizer to count lengths in tokens instead of characters."}
     )
-    check_format: bool = field(
-        default=True, metadata={"help": "Reject rewrites that add, drop or multiply markdown markers."}
+    check_format: bool | None = field(
+        default=None, metadata={"help": "Reject rewrites that add, drop or multiply markdown markers (preset: lite)."}
     )
-    neutral_augmentation: bool = field(
-        default=True, metadata={"help": "Whether to make tie pairs from other examples' prompts (IQN)."}
+    neutral_augmentation: bool = field(default=True, metadata={"help": "Whether to make neutral (tie) pairs."})
+    neutral_types: list[str] = field(
+        default_factory=lambda: [IQN],
+        metadata={"help": "Neutral types: 'iqn', 'aligned' (causally-aligned) and/or 'paraphrase'."},
     )
-    neutrals_per_original: int = field(default=1, metadata={"help": "Tie pairs made from each original pair."})
-    neutrals_per_causal: int = field(default=1, metadata={"help": "Tie pairs made from each causal pair."})
-    seed: int = field(default=42, metadata={"help": "Seed of the neutral prompts and of the fallback attributes."})
+    neutrals_per_original: int | None = field(
+        default=None, metadata={"help": "IQN pairs made from each original pair (preset: paper 0, lite 1)."}
+    )
+    neutrals_per_causal: int | None = field(
+        default=None, metadata={"help": "IQN pairs made from each causal pair (preset: paper 0, lite 1)."}
+    )
+    neutrals_per_row: float | None = field(
+        default=None,
+        metadata={"help": "IQN pairs per row, drawn from its original and causal pairs (preset: paper 1, lite 0)."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the neutral draws and of the fallback attributes."})
     filter_augmented: bool = field(
         default=True, metadata={"help": "Keep only augmented pairs the baseline is wrong or unsure about."}
     )
@@ -172,9 +285,16 @@ class CromeAugmenterConfig:
         default=None, metadata={"help": "Oracle cache folder (default: output_dir/oracle_cache)."}
     )
     max_rows: int | None = field(default=None, metadata={"help": "Only augment the first max_rows rows."})
+    chunk_size: int = field(
+        default=256, metadata={"help": "Rows that go through all oracle steps before the next ones start."}
+    )
+    max_cost: float | None = field(
+        default=None, metadata={"help": "USD cap on the run's oracle answers (cached ones at what they cost)."}
+    )
     show_progress: bool = field(default=True, metadata={"help": "Show a progress bar per stage."})
 
     def __post_init__(self):
+        apply_preset(self, self.preset)
         unknown = [d for d in self.directions if d not in REWRITE_TEMPLATES]
         if unknown or not self.directions:
             raise ValueError(f"directions must be a non-empty subset of {list(REWRITE_TEMPLATES)}: {self.directions}")
@@ -185,17 +305,30 @@ class CromeAugmenterConfig:
             )
         if not self.fallback_attributes:
             raise ValueError("fallback_attributes must name at least one attribute.")
+        if self.causal_elements and self.preset == LITE:
+            raise ValueError("causal_elements needs the paper preset: the lite templates have no place for them.")
+        if self.elements_per_attribute < 1:
+            raise ValueError(f"elements_per_attribute must be >= 1, got {self.elements_per_attribute}.")
         if not 0 < self.min_length_ratio <= 1 <= self.max_length_ratio:
             raise ValueError(
                 f"Need 0 < min_length_ratio ({self.min_length_ratio}) <= 1 <= max_length_ratio "
                 f"({self.max_length_ratio})."
             )
-        if self.neutrals_per_original < 0 or self.neutrals_per_causal < 0:
-            raise ValueError("neutrals_per_original and neutrals_per_causal must be >= 0.")
+        if self.runaway_length_ratio <= 1:
+            raise ValueError(f"runaway_length_ratio must be > 1, got {self.runaway_length_ratio}.")
+        unknown = [t for t in self.neutral_types if t not in NEUTRAL_TYPES]
+        if unknown:
+            raise ValueError(f"neutral_types must be a subset of {list(NEUTRAL_TYPES)}: {self.neutral_types}")
+        if self.neutrals_per_original < 0 or self.neutrals_per_causal < 0 or self.neutrals_per_row < 0:
+            raise ValueError("neutrals_per_original, neutrals_per_causal and neutrals_per_row must be >= 0.")
         if not 0 <= self.filter_tau <= 1:
             raise ValueError(f"filter_tau must be in [0, 1], got {self.filter_tau}.")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {self.max_rows}.")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}.")
+        if self.max_cost is not None and self.max_cost < 0:
+            raise ValueError(f"max_cost must be >= 0 (USD), got {self.max_cost}.")
 
     def resolved_cache_dir(self) -> Path:
         """The oracle cache folder this configuration uses."""
@@ -206,19 +339,45 @@ class CromeAugmenterConfig:
         return default_cache_dir() / "oracle_cache"
 
 
+class BudgetReached(Exception):
+    """Raised inside a run when `max_cost` stops a stage: `step` is where it stopped."""
+
+    def __init__(self, step: str):
+        super().__init__(step)
+        self.step = step
+
+
+@dataclass
+class _Run:
+    """What one pass over the rows shares between chunks."""
+
+    oracle: Oracle
+    summary: AugmentationSummary
+    prompts: dict[str, Turns]  # every unique prompt of the data: the IQN pool
+    should_stop: StopCheck | None = None
+    rubrics: dict[str, list[CausalAttribute]] = field(default_factory=dict)  # lite: per prompt key, across chunks
+    counters: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    verification: VerificationCounts = field(default_factory=VerificationCounts)
+
+
 class CromeAugmenter:
     """Turns a preference dataset into Crome training data: original, causal and neutral pairs.
+
+    Rows go through the oracle steps a chunk at a time (`config.chunk_size`): attributes (and paraphrase neutrals),
+    causal elements (and causally-aligned neutrals), rewrites, verifications; then the chunk's neutral pairs. The
+    output does not depend on the chunk size.
 
     All oracle calls go through a [`~trl_crome.oracles.CachedOracle`], so an interrupted run (crash, `kill -9`,
     Ctrl-C) resumes with the same command, pays for no answered call twice, and returns exactly what an uninterrupted
     run returns. A failed call or a rejected rewrite only skips that rewrite; it is counted in [`summary`].
+    [`estimate`] shows the calls, tokens and cost of a run before anything is paid; `config.max_cost` caps it.
 
     Args:
         oracle ([`~trl_crome.oracles.Oracle`]):
-            The LLM that writes rubrics and counterfactuals; wrapped in a `CachedOracle` on
+            The LLM that writes attributes and rewrites; wrapped in a `CachedOracle` on
             `config.resolved_cache_dir()` unless it already is one.
         config ([`CromeAugmenterConfig`], *optional*):
-            The pipeline's settings; defaults to `CromeAugmenterConfig()`.
+            The pipeline's settings; defaults to `CromeAugmenterConfig()` (the paper preset).
         baseline (`str`, `os.PathLike`, `(model, tokenizer)` or callable, *optional*):
             Reward model trained on the original data, for the filter: a path or Hub name of a sequence
             classification model, a `(model, tokenizer)` pair, or a callable `(prompts, answers_a, answers_b) ->
@@ -232,6 +391,7 @@ class CromeAugmenter:
 
     >>> data = load_dataset("trl-lib/ultrafeedback_binarized", split="train")
     >>> augmenter = CromeAugmenter(GeminiOracle(), CromeAugmenterConfig(output_dir="crome-data", max_rows=1000))
+    >>> print(augmenter.estimate(data).to_table())  # calls, tokens and cost per step; nothing is paid
     >>> crome_data = augmenter(data)
     >>> print(augmenter.summary)
     ```
@@ -241,7 +401,12 @@ class CromeAugmenter:
         self.config = config = config if config is not None else CromeAugmenterConfig()
         self.oracle = oracle if isinstance(oracle, CachedOracle) else CachedOracle(oracle, config.resolved_cache_dir())
         self.validator = CounterfactualValidator(
-            config.min_length_ratio, config.max_length_ratio, config.check_format, _length_function(config)
+            config.min_length_ratio,
+            config.max_length_ratio,
+            config.check_format,
+            _length_function(config),
+            check_length=config.check_length,
+            runaway_length_ratio=config.runaway_length_ratio,
         )
         self.baseline = None
         if config.filter_augmented and baseline is not None:
@@ -252,65 +417,288 @@ class CromeAugmenter:
             logger.warning("No baseline reward model given: augmented pairs are kept without filtering.")
         self.summary: AugmentationSummary | None = None
 
+    def _source_rows(self, dataset: Dataset) -> tuple[list[SourceRow], dict[str, Turns]]:
+        if self.config.max_rows is not None and self.config.max_rows < len(dataset):
+            dataset = dataset.select(range(self.config.max_rows))
+        rows = read_source_rows(dataset)
+        return rows, {prompt_key(row.prompt): row.prompt for row in rows}  # unique prompts, first appearance first
+
     def __call__(self, dataset: Dataset) -> Dataset:
         """Augment `dataset` (TRL preference format) and return the Crome pairs, in a deterministic order: per source
-        row, the original pair, its causal pairs, then the neutral pairs made from them."""
+        row, the original pair, its causal pairs, then its neutral pairs. When `max_cost` stops the run, only the
+        finished chunks' rows are returned and `summary.stopped` says where it stopped."""
         config, started = self.config, time.perf_counter()
-        summary = self.summary = AugmentationSummary(oracle=self.oracle.model)
-        if config.max_rows is not None and config.max_rows < len(dataset):
-            dataset = dataset.select(range(config.max_rows))
-        rows = read_source_rows(dataset)
+        summary = self.summary = AugmentationSummary(
+            oracle=self.oracle.model, preset=config.preset, max_cost=config.max_cost
+        )
+        rows, prompts = self._source_rows(dataset)
         summary.input_rows = len(rows)
-        prompts = {prompt_key(row.prompt): row.prompt for row in rows}  # unique prompts, first appearance first
-
-        pairs = [row.as_original_pair() for row in rows]
-        if config.causal_augmentation:
-            pairs += self._causal_pairs(rows, self._rubrics(prompts, summary), summary)
-        if config.neutral_augmentation:
-            neutrals, summary.neutrals_missing = neutral_pairs(
-                pairs, prompts, config.neutrals_per_original, config.neutrals_per_causal, config.seed
-            )
-            pairs += neutrals
-        pairs.sort(key=lambda pair: (pair.source_row, _KIND_RANK[pair.kind]))  # stable: keeps each kind's order
+        should_stop = None
+        if config.max_cost is not None:
+            should_stop = lambda: summary.spent_usd >= config.max_cost  # noqa: E731
+        run = _Run(self.oracle, summary, prompts, should_stop)
+        pairs = []
+        for start in range(0, len(rows), config.chunk_size):
+            chunk = rows[start : start + config.chunk_size]
+            try:
+                pairs += self._augment_chunk(chunk, run)
+            except BudgetReached as stop:
+                summary.stopped = {
+                    "reason": "max_cost",
+                    "max_cost": config.max_cost,
+                    "spent_usd": summary.spent_usd,
+                    "step": stop.step,
+                    "next_row": chunk[0].index,
+                }
+                logger.warning(
+                    "Stopped at max_cost $%.4f (spent $%.4f) in step %s: %d of %d rows written. Rerun with a higher "
+                    "max_cost to go on; answered calls are cached.",
+                    config.max_cost,
+                    summary.spent_usd,
+                    stop.step,
+                    start,
+                    len(rows),
+                )
+                break
+            summary.rows_done += len(chunk)
         if self.baseline is not None:
             pairs, dropped = filter_pairs(pairs, self.baseline, config.filter_tau)
             summary.filtered_out = {kind: dropped[kind] for kind in (KIND_CAUSAL, KIND_NEUTRAL)}
 
         kinds = Counter(pair.kind for pair in pairs)
         summary.pairs = {kind: kinds[kind] for kind in (KIND_ORIGINAL, KIND_CAUSAL, KIND_NEUTRAL)}
+        neutral_types = Counter(pair.neutral_type for pair in pairs if pair.kind == KIND_NEUTRAL)
+        summary.neutrals = {kind: neutral_types[kind] for kind in NEUTRAL_TYPES if neutral_types[kind]}
+        summary.rejects = counts(run.counters["rejects"])
+        summary.rubric_fallbacks = counts(run.counters["fallbacks"])
+        summary.rescaled_scores = run.counters["scores"]["rescaled"]
+        summary.element_failures = counts(run.counters["elements"])
+        if config.verify_rewrites and config.causal_augmentation:
+            verification = run.verification
+            summary.verification = {
+                "passed": verification.passed,
+                "failed": {d: counts(verification.failed[d]) for d in sorted(verification.failed)},
+                "unverified": counts(verification.unverified),
+            }
         summary.seconds = time.perf_counter() - started
         logger.info("Crome augmentation done:\n%s", summary.to_table())
         return pairs_to_dataset(pairs, turn_features(dataset))
 
-    def _rubrics(self, prompts: dict[str, Turns], summary: AugmentationSummary) -> dict[str, list[CausalAttribute]]:
-        config, responses = self.config, None
-        if config.identify_rubrics:
-            keys = list(prompts)
-            max_tokens = config.rubric_max_output_tokens
-            requests = [rubric_request(prompts[key], config.max_attributes, max_tokens) for key in keys]
-            answers = ask_oracle(self.oracle, requests, summary, "Crome rubrics", "prompt", config.show_progress)
-            responses = dict(zip(keys, answers))
-        rubrics, fallbacks = resolve_rubrics(
-            prompts, responses, config.max_attributes, config.fallback_attributes, config.seed
-        )
-        summary.rubric_fallbacks = counts(fallbacks)
-        return rubrics
+    def estimate(
+        self,
+        dataset: Dataset,
+        sample_rows: int | None = None,
+        token_counter: Callable[[str], int] | None = None,
+        thinking_tokens: int | None = None,
+        project_rows: int | None = None,
+    ) -> CostEstimate:
+        """What a run on `dataset` would call and cost, per step, without paying for anything.
 
-    def _causal_pairs(
-        self, rows: list[SourceRow], rubrics: dict[str, list[CausalAttribute]], summary: AugmentationSummary
-    ) -> list[CromePair]:
+        The real pipeline runs on the rows with a planning oracle in place of the oracle: an answer already in the
+        cache is used as it is (so the prompts that depend on it are rendered exactly, and it counts as already
+        paid); any other request is counted as a call to pay, its input tokens counted on the real rendered prompt,
+        and it gets a typical successful answer (see `trl_crome/augment/estimate.py`) so that the next steps'
+        prompts can be rendered. No request reaches the oracle. The planned calls are the calls a run makes when
+        every call succeeds.
+
+        Args:
+            dataset (`Dataset`):
+                The data the run would augment (`config.max_rows` applies).
+            sample_rows (`int`, *optional*):
+                Estimate on a seeded random sample of this many rows and project to all rows (calls and tokens scale
+                with the number of rows). `None`: every row.
+            token_counter (`Callable[[str], int]`, *optional*):
+                Tokens of a text; defaults to a tokenizer of the local oracle when it has one, else 4 characters per
+                token (Google's rule of thumb for Gemini).
+            thinking_tokens (`int`, *optional*):
+                Thinking tokens per call, billed as output; defaults to the oracle's `thinking_budget` when set, an
+                assumption for models that think by default (see `estimate.py`), else 0.
+            project_rows (`int`, *optional*):
+                Project to this many rows instead of the rows of `dataset` (e.g. `dataset` is a sample of the data
+                you will augment).
+        """
         config = self.config
-        attributes = [rubrics[prompt_key(row.prompt)][: config.attributes_per_example] for row in rows]
-        # Degrade first whatever the order given, so that the output order never depends on how it was spelled.
-        directions = [d for d in REWRITE_TEMPLATES if d in config.directions]
-        tasks = rewrite_tasks(rows, attributes, directions)
-        requests = [task.request(config.rewrite_max_output_tokens, config.temperature) for task in tasks]
-        responses = ask_oracle(
-            self.oracle, requests, summary, "Crome counterfactuals", "rewrite", config.show_progress
+        rows, prompts = self._source_rows(dataset)
+        sample = rows
+        if sample_rows is not None and sample_rows < len(rows):
+            picked = sorted(random.Random(config.seed).sample(range(len(rows)), sample_rows))
+            sample = [rows[i] for i in picked]
+        planner = PlanningOracle(
+            self.oracle,
+            token_counter=token_counter,
+            attributes=config.max_attributes,
+            elements=config.elements_per_attribute,
         )
-        pairs, rejects = causal_pairs(tasks, responses, self.validator, self.config.accept_plain_text_rewrites)
-        summary.rejects = counts(rejects)
+        summary = AugmentationSummary(oracle=self.oracle.model, preset=config.preset)
+        run = _Run(planner, summary, prompts)
+        for start in range(0, len(sample), config.chunk_size):
+            self._augment_chunk(sample[start : start + config.chunk_size], run, show_progress=False)
+        return CostEstimate.from_summary(
+            summary,
+            rows=len(sample),
+            total_rows=project_rows or len(rows),
+            prices=price_tiers(self.oracle),
+            thinking_tokens=default_thinking_tokens(self.oracle) if thinking_tokens is None else thinking_tokens,
+            token_note=planner.token_note,
+        )
+
+    # -- one chunk of rows through every oracle step --------------------------------------------------------------
+    def _ask(self, run: _Run, desc: str, calls: list[tuple[str, OracleRequest]], show: bool) -> list[OracleResponse]:
+        """Answer one stage's `(step, request)` calls; raises [`BudgetReached`] when `max_cost` held some back."""
+        if not calls:
+            return []
+        if run.should_stop is not None and run.should_stop():
+            raise BudgetReached(calls[0][0])
+        responses = ask_oracle(
+            run.oracle,
+            [request for _, request in calls],
+            run.summary,
+            desc,
+            "call",
+            show,
+            steps=[step for step, _ in calls],
+            should_stop=run.should_stop,
+        )
+        for (step, _), response in zip(calls, responses):
+            if response is None:
+                raise BudgetReached(step)
+        return responses
+
+    def _augment_chunk(self, rows: list[SourceRow], run: _Run, show_progress: bool | None = None) -> list[CromePair]:
+        config = self.config
+        show = config.show_progress if show_progress is None else show_progress
+        paper = config.preset == PAPER
+        types = set(config.neutral_types) if config.neutral_augmentation else set()
+        tokens, temperature = config.rewrite_max_output_tokens, config.temperature
+
+        # Stage 1: attributes (per example, or per new prompt for lite) and paraphrase neutrals.
+        calls: list[tuple[str, OracleRequest]] = []
+        need_attributes = config.causal_augmentation or ALIGNED in types
+        new_prompts = {}  # lite: the chunk's prompts whose rubric no earlier chunk resolved
+        if need_attributes and not paper:
+            for row in rows:
+                new_prompts.setdefault(prompt_key(row.prompt), row.prompt)
+            new_prompts = {key: prompt for key, prompt in new_prompts.items() if key not in run.rubrics}
+        if need_attributes and config.identify_rubrics:
+            max_tokens = config.rubric_max_output_tokens
+            if paper:
+                calls += [
+                    (STEP_ATTRIBUTES, attributes_request(row, config.max_attributes, max_tokens, temperature))
+                    for row in rows
+                ]
+            else:
+                calls += [
+                    (STEP_RUBRICS, rubric_request(prompt, config.max_attributes, max_tokens))
+                    for prompt in new_prompts.values()
+                ]
+        paraphrases = [NeutralRewriteTask(row, PARAPHRASE) for row in rows] if PARAPHRASE in types else []
+        calls += [(STEP_PARAPHRASE, task.request(tokens, temperature)) for task in paraphrases]
+        answers = self._ask(run, "Crome attributes", calls, show)
+        split = len(answers) - len(paraphrases)
+        attribute_answers, paraphrase_answers = answers[:split], answers[split:]
+        attributes = self._attributes(rows, attribute_answers, new_prompts, run) if need_attributes else []
+
+        # Stage 2: causal elements of each attribute, and causally-aligned neutrals.
+        calls = []
+        want_elements = paper and config.causal_augmentation and config.causal_elements
+        if want_elements:
+            calls += [
+                (STEP_ELEMENTS, elements_request(row, attribute, config.elements_per_attribute,
+                                                 config.elements_max_output_tokens, temperature))
+                for row, row_attributes in zip(rows, attributes)
+                for attribute in row_attributes
+            ]  # fmt: skip
+        aligned = []
+        if ALIGNED in types:
+            aligned = [NeutralRewriteTask(row, ALIGNED, tuple(found)) for row, found in zip(rows, attributes)]
+        calls += [(STEP_ALIGNED, task.request(tokens, temperature)) for task in aligned]
+        answers = self._ask(run, "Crome causal elements", calls, show)
+        split = len(answers) - len(aligned)
+        element_answers, aligned_answers = iter(answers[:split]), answers[split:]
+        elements = None  # lite templates
+        if paper:  # paper templates: per row, per attribute, its elements (none when the step is off or failed)
+            elements = [[() for _ in row_attributes] for row_attributes in attributes]
+            if want_elements:
+                for row_elements in elements:
+                    for a in range(len(row_elements)):
+                        row_elements[a], reason = parse_elements(next(element_answers), config.elements_per_attribute)
+                        if reason is not None:
+                            run.counters["elements"][reason] += 1
+
+        # Stage 3: counterfactual rewrites; then the sanity checks (and the lite gates).
+        causal = []
+        if config.causal_augmentation:
+            directions = [d for d in REWRITE_TEMPLATES if d in config.directions]  # degrade first, however spelled
+            tasks = rewrite_tasks(rows, attributes, directions, elements)
+            calls = [(STEP_REWRITES, task.request(tokens, temperature)) for task in tasks]
+            responses = self._ask(run, "Crome counterfactuals", calls, show)
+            texts, rejects = checked_rewrites(
+                [task.source for task in tasks], responses, self.validator, config.accept_plain_text_rewrites
+            )
+            run.counters["rejects"].update(rejects)
+            accepted = [(task, text) for task, text in zip(tasks, texts) if text is not None]
+            # Stage 4: an oracle verification of every rewrite that passed the checks.
+            if config.verify_rewrites:
+                max_tokens = config.verify_max_output_tokens
+                calls = [(STEP_VERIFY, verify_request(task, text, max_tokens, temperature)) for task, text in accepted]
+                verdicts = self._ask(run, "Crome verification", calls, show)
+                causal = verified_pairs(
+                    [task for task, _ in accepted], [text for _, text in accepted], verdicts, run.verification
+                )
+            else:
+                causal = [task.pair(text) for task, text in accepted]
+
+        # Neutral pairs, then the chunk in output order.
+        pairs = [row.as_original_pair() for row in rows] + causal
+        neutrals = []
+        if IQN in types:
+            per_pair, missing = neutral_pairs(
+                pairs, run.prompts, config.neutrals_per_original, config.neutrals_per_causal, config.seed
+            )
+            per_row, missing_per_row = sampled_neutral_pairs(pairs, run.prompts, config.neutrals_per_row, config.seed)
+            neutrals += per_pair + per_row
+            run.summary.neutrals_missing += missing + missing_per_row
+        for tasks, responses in ((aligned, aligned_answers), (paraphrases, paraphrase_answers)):
+            texts, rejects = checked_rewrites(
+                [task.source for task in tasks], responses, self.validator, config.accept_plain_text_rewrites
+            )
+            run.counters["rejects"].update(rejects)
+            neutrals += [task.pair(text) for task, text in zip(tasks, texts) if text is not None]
+        pairs += neutrals
+        pairs.sort(key=lambda pair: (pair.source_row, _KIND_RANK[pair.kind]))  # stable: keeps each kind's order
         return pairs
+
+    def _attributes(
+        self,
+        rows: list[SourceRow],
+        answers: list[OracleResponse],
+        new_prompts: dict[str, Turns],
+        run: _Run,
+    ) -> list[list[CausalAttribute]]:
+        """Each row's attributes to rewrite, most important first: from the oracle's answers or the fallback."""
+        config = self.config
+        if config.preset != PAPER:
+            responses = dict(zip(new_prompts, answers)) if config.identify_rubrics else None
+            rubrics, fallbacks = resolve_rubrics(
+                new_prompts, responses, config.max_attributes, config.fallback_attributes, config.seed
+            )
+            run.rubrics.update(rubrics)
+            run.counters["fallbacks"].update(fallbacks)
+            return [run.rubrics[prompt_key(row.prompt)][: config.attributes_per_example] for row in rows]
+        attributes = []
+        for index, row in enumerate(rows):
+            found, reason = [], None
+            if config.identify_rubrics:
+                found, reason, rescaled = parse_attributes(answers[index], config.max_attributes)
+                run.counters["scores"]["rescaled"] += rescaled
+            if not found:
+                if reason is not None:
+                    run.counters["fallbacks"][reason] += 1
+                found = fallback_attributes(
+                    prompt_key(row.prompt), config.fallback_attributes, config.max_attributes, config.seed
+                )
+            attributes.append(found[: config.attributes_per_example])
+        return attributes
 
 
 def _length_function(config: CromeAugmenterConfig):
@@ -322,4 +710,4 @@ def _length_function(config: CromeAugmenterConfig):
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-__all__ = ["AugmentationSummary", "CromeAugmenter", "CromeAugmenterConfig"]
+__all__ = ["AugmentationSummary", "BudgetReached", "CromeAugmenter", "CromeAugmenterConfig"]

@@ -2,7 +2,7 @@
 
 Input: `prompt` (optional: an implicit prompt is extracted with TRL's `extract_prompt`), `chosen`, `rejected`. Output:
 the same three columns in the input's format, plus `tie`, `kind` and the provenance columns `source_row`,
-`attribute`, `direction` and `neutral_of` (see `docs/augmenter.md`).
+`attribute`, `direction`, `neutral_of` and `neutral_type` (see `docs/augmenter.md`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class CromePair:
     attribute: str | None = None
     direction: str | None = None
     neutral_of: str | None = None
+    neutral_type: str | None = None
 
     @property
     def target(self) -> float:
@@ -136,8 +137,11 @@ def pairs_to_dataset(pairs: list[CromePair], turn_features: Features) -> Dataset
             "attribute": Value("string"),
             "direction": Value("string"),
             "neutral_of": Value("string"),
+            "neutral_type": Value("string"),
         }
     )
+    if not pairs:  # a run stopped before its first chunk was done
+        return Dataset.from_dict({name: [] for name in features}, features=features)
     return Dataset.from_list([asdict(pair) for pair in pairs], features=features)
 
 

@@ -12,7 +12,17 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
-from ..oracles.base import Oracle, OracleRequest, OracleResponse
+from ..oracles.base import Oracle, OracleRequest, OracleResponse, StopCheck, Usage
+
+STEP_FIELDS = (
+    "calls",
+    "cache_hits",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "cached_input_tokens",
+    "cached_output_tokens",
+)
 
 
 @dataclass
@@ -22,16 +32,31 @@ class AugmentationSummary:
     Args:
         oracle (`str`):
             The oracle model's name.
+        preset (`str`):
+            The configuration's preset (`"paper"` or `"lite"`).
         input_rows (`int`):
             Rows read from the input dataset (after `max_rows`).
+        rows_done (`int`):
+            Rows whose pairs are in the output: all of them, unless the run stopped early (see `stopped`).
         pairs (`dict[str, int]`):
             Output pairs per kind (`"original"`, `"causal"`, `"neutral"`).
+        neutrals (`dict[str, int]`):
+            Output neutral pairs per type (`"iqn"`, `"aligned"`, `"paraphrase"`).
         rejects (`dict[str, int]`):
-            Counterfactual rewrites rejected, per reason: the oracle's (`"safety"`, `"malformed"`, `"truncated"`,
-            `"http_<status>"`, `"timeout"`, ...) or the validation's (`"empty"`, `"identical"`, `"too_short"`,
-            `"too_long"`, `"format_changed"`).
+            Rewrites (counterfactual and neutral) rejected before verification, per reason: the oracle's
+            (`"safety"`, `"malformed"`, `"truncated"`, `"http_<status>"`, `"timeout"`, ...) or the checks'
+            (`"empty"`, `"identical"`, `"runaway_length"`, and with the lite gates `"too_short"`, `"too_long"`,
+            `"format_changed"`).
         rubric_fallbacks (`dict[str, int]`):
-            Prompts whose rubric call gave nothing usable and which used the fallback attributes, per reason.
+            Prompts (lite) or rows (paper) whose attribute call gave nothing usable and which used the fallback
+            attributes, per reason (`"invalid_scores"`: importance scores missing, negative, non-finite or all zero).
+        rescaled_scores (`int`):
+            Rows whose importance scores did not sum to 1 and were rescaled.
+        element_failures (`dict[str, int]`):
+            Attributes whose causal-elements call gave nothing usable (their rewrites went on without elements).
+        verification (`dict`):
+            `{"passed": n, "failed": {direction: {attribute: n}}, "unverified": {reason: n}}`: the verdicts on the
+            rewrites; failed and unverified rewrites are dropped.
         neutrals_missing (`int`):
             Neutral pairs that could not be made because the data has too few distinct prompts.
         filtered_out (`dict[str, int]`):
@@ -46,15 +71,30 @@ class AugmentationSummary:
             Estimated cost of this run's calls at the oracle's prices.
         cached_cost_usd (`float`):
             What the cache hits cost when they were first answered.
+        steps (`dict[str, dict]`):
+            Per pipeline step (`"attributes"`, `"causal_elements"`, `"rewrites"`, `"verification"`, ...): `calls`,
+            `cache_hits`, `input_tokens`, `output_tokens` and `cost_usd` of its oracle requests, and the tokens of its
+            cache hits when they were paid (`cached_input_tokens`, `cached_output_tokens`).
+        max_cost (`float`, *optional*):
+            The run's cap, when it had one.
+        stopped (`dict`, *optional*):
+            Set when the run stopped early at `max_cost`: the cap, what was spent (this run and cached answers), the
+            step it stopped in and the first row not written. Rerun with a higher cap to go on.
         seconds (`float`):
             Wall-clock duration of the run.
     """
 
     oracle: str = ""
+    preset: str = ""
     input_rows: int = 0
+    rows_done: int = 0
     pairs: dict[str, int] = field(default_factory=dict)
+    neutrals: dict[str, int] = field(default_factory=dict)
     rejects: dict[str, int] = field(default_factory=dict)
     rubric_fallbacks: dict[str, int] = field(default_factory=dict)
+    rescaled_scores: int = 0
+    element_failures: dict[str, int] = field(default_factory=dict)
+    verification: dict = field(default_factory=dict)
     neutrals_missing: int = 0
     filtered_out: dict[str, int] = field(default_factory=dict)
     calls: int = 0
@@ -63,17 +103,33 @@ class AugmentationSummary:
     output_tokens: int = 0
     cost_usd: float = 0.0
     cached_cost_usd: float = 0.0
+    steps: dict[str, dict] = field(default_factory=dict)
+    max_cost: float | None = None
+    stopped: dict | None = None
     seconds: float = 0.0
 
-    def record(self, oracle: Oracle, response: OracleResponse) -> None:
-        """Add one oracle response's spending."""
-        self.calls += response.usage.calls
-        self.input_tokens += response.usage.input_tokens
-        self.output_tokens += response.usage.output_tokens
-        self.cost_usd += oracle.cost(response.usage)
+    def record(self, oracle: Oracle, response: OracleResponse, step: str | None = None) -> None:
+        """Add one oracle response's spending (to `step`'s totals too, when given)."""
+        usage, cost = response.usage, oracle.cost(response.usage)
+        self.calls += usage.calls
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cost_usd += cost
         if response.from_cache:
             self.cache_hits += 1
             self.cached_cost_usd += oracle.cost(response.cached_usage)
+        if step is not None:
+            cached = response.cached_usage or Usage()
+            values = (usage.calls, int(response.from_cache), usage.input_tokens, usage.output_tokens, cost)
+            values += (cached.input_tokens, cached.output_tokens)
+            totals = self.steps.setdefault(step, dict.fromkeys(STEP_FIELDS, 0))
+            for name, value in zip(STEP_FIELDS, values):
+                totals[name] += value
+
+    @property
+    def spent_usd(self) -> float:
+        """What the run's answers cost: paid by this run, plus what the cache hits cost when they were paid."""
+        return self.cost_usd + self.cached_cost_usd
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,11 +142,22 @@ class AugmentationSummary:
 
     def to_table(self) -> str:
         """A plain-text table for the terminal."""
-        rows = [("oracle", self.oracle), ("input rows", f"{self.input_rows:,}")]
+        rows = [("oracle", self.oracle), ("preset", self.preset), ("input rows", f"{self.input_rows:,}")]
+        if self.stopped is not None:
+            rows.append(("rows written (stopped early)", f"{self.rows_done:,}"))
         rows += [(f"pairs: {kind}", f"{count:,}") for kind, count in self.pairs.items()]
         rows.append(("pairs: total", f"{sum(self.pairs.values()):,}"))
+        rows += [(f"neutral pairs: {kind}", f"{count:,}") for kind, count in self.neutrals.items()]
         rows += [(f"rejected rewrites: {reason}", f"{count:,}") for reason, count in sorted(self.rejects.items())]
         rows += [(f"rubric fallbacks: {reason}", f"{n:,}") for reason, n in sorted(self.rubric_fallbacks.items())]
+        if self.rescaled_scores:
+            rows.append(("importance scores rescaled", f"{self.rescaled_scores:,}"))
+        rows += [(f"no causal elements: {reason}", f"{n:,}") for reason, n in sorted(self.element_failures.items())]
+        if self.verification:
+            rows.append(("verification: pass", f"{self.verification['passed']:,}"))
+            for direction, failed in self.verification["failed"].items():
+                rows.append((f"verification: fail ({direction})", f"{sum(failed.values()):,}"))
+            rows += [(f"unverified: {r}", f"{n:,}") for r, n in sorted(self.verification["unverified"].items())]
         if self.neutrals_missing:
             rows.append(("neutrals missing (too few prompts)", f"{self.neutrals_missing:,}"))
         rows += [(f"filtered out: {kind}", f"{count:,}") for kind, count in self.filtered_out.items()]
@@ -100,8 +167,13 @@ class AugmentationSummary:
             ("tokens in / out", f"{self.input_tokens:,} / {self.output_tokens:,}"),
             ("estimated cost", f"${self.cost_usd:,.4f}"),
             ("cost of cached answers", f"${self.cached_cost_usd:,.4f}"),
-            ("seconds", f"{self.seconds:,.1f}"),
         ]
+        rows += [(f"calls: {step}", f"{totals['calls']:,}") for step, totals in self.steps.items()]
+        if self.stopped is not None:
+            stop = self.stopped
+            rows.append((f"STOPPED at max_cost ${stop['max_cost']:,.4f}", f"in {stop['step']}"))
+            rows.append(("first row not written", f"{stop['next_row']:,}"))
+        rows.append(("seconds", f"{self.seconds:,.1f}"))
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value:>14}" for name, value in rows)
 
@@ -116,19 +188,23 @@ def ask_oracle(
     desc: str,
     unit: str = "req",
     show_progress: bool = True,
-) -> list[OracleResponse]:
+    steps: Sequence[str] | None = None,
+    should_stop: StopCheck | None = None,
+) -> list[OracleResponse | None]:
     """Answer `requests` in order, with a progress bar showing calls, cache hits, tokens and estimated cost.
 
     Responses stream in as they arrive (a [`~trl_crome.oracles.CachedOracle`] stores each one at once), so an
-    interrupted stage loses at most the calls in flight.
+    interrupted stage loses at most the calls in flight. `steps` names each request's pipeline step, for the
+    summary's per-step totals. With `should_stop` (see [`~trl_crome.oracles.Oracle.astream`]), requests never sent
+    are `None` in the result.
     """
 
-    async def consume() -> list[OracleResponse]:
+    async def consume() -> list[OracleResponse | None]:
         responses: list[OracleResponse | None] = [None] * len(requests)
         with tqdm(total=len(requests), desc=desc, unit=unit, disable=not show_progress) as bar:
-            async for index, response in oracle.astream(requests):
+            async for index, response in oracle.astream(requests, should_stop):
                 responses[index] = response
-                summary.record(oracle, response)
+                summary.record(oracle, response, steps[index] if steps is not None else None)
                 bar.set_postfix(
                     calls=summary.calls,
                     hits=summary.cache_hits,
@@ -137,7 +213,7 @@ def ask_oracle(
                     refresh=False,
                 )
                 bar.update()
-        return responses  # type: ignore[return-value]
+        return responses
 
     if not requests:
         return []
