@@ -141,6 +141,10 @@ def test_saved_augmented_data_is_reused_only_when_everything_that_shapes_it_matc
     base = augment_fingerprint(script_args, training_args, augment_args, 100)
     quiet = dataclasses.replace(augment_args, show_progress=not augment_args.show_progress)
     assert augment_fingerprint(script_args, training_args, quiet, 100) == base  # progress bars change nothing
+    capped = dataclasses.replace(augment_args, max_cost=5.0, chunk_size=7)
+    assert augment_fingerprint(script_args, training_args, capped, 100) == base  # nor do the cap and the chunks
+    lite = dataclasses.replace(augment_args, preset="lite")
+    assert augment_fingerprint(script_args, training_args, lite, 100) != base
     for owner, field_name, value in (
         (training_args, "seed", training_args.seed + 1),
         (script_args, "setting", "pairpm"),

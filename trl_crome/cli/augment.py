@@ -1,13 +1,17 @@
 """`trl-crome augment`: turn a preference dataset into Crome training data with an oracle LLM.
 
-Rerunning the same command after a crash, `kill -9` or Ctrl-C resumes: every answered oracle call is cached in the
-run's state folder and is not paid for again. API keys are read from the environment only (`GEMINI_API_KEY` /
+`--preset paper` (default) runs the Crome paper's pipeline, `--preset lite` a cheaper one; the pipeline options
+override single settings of the preset. `--dry-run` prints the calls, tokens and cost per step and pays for nothing;
+`--max-cost` caps a run (exit status 3 when it stopped there: the finished rows are written, rerun with a higher cap
+to go on). Rerunning the same command after a crash, `kill -9` or Ctrl-C resumes: every answered oracle call is cached
+in the run's state folder and is not paid for again. API keys are read from the environment only (`GEMINI_API_KEY` /
 `GOOGLE_API_KEY`, `OPENAI_API_KEY`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -15,6 +19,8 @@ from pathlib import Path
 JSON_SUFFIXES = (".jsonl", ".json")
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 SUMMARY_NAME = "augmentation_summary.json"
+ESTIMATE_NAME = "augmentation_estimate.json"
+STOPPED_AT_MAX_COST = 3  # exit status of a run that stopped at --max-cost
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,25 +53,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     oracle.add_argument("--batch", action="store_true", help="Use the Gemini Batch API (half price, slower).")
     oracle.add_argument("--max-concurrency", type=int, help="Oracle requests in flight at once.")
     oracle.add_argument("--cache-dir", help="Oracle cache folder (default: <state folder>/oracle_cache).")
+    oracle.add_argument(
+        "--thinking-budget", type=int, help="Gemini thinking tokens per call (0: off; default: the model's own)."
+    )
 
-    steps = parser.add_argument_group("pipeline")
-    steps.add_argument("--no-rubrics", action="store_true", help="Skip rubric calls; use the fallback attributes.")
-    steps.add_argument("--max-attributes", type=int, default=2, help="Most causal attributes per prompt.")
-    steps.add_argument("--attributes-per-example", type=int, default=2, help="Attributes rewritten per example.")
+    steps = parser.add_argument_group("pipeline (unset options take the preset's value)")
+    steps.add_argument(
+        "--preset", choices=("paper", "lite"), help="'paper' (default): the Crome paper's pipeline; 'lite': cheaper."
+    )
+    steps.add_argument("--no-rubrics", action="store_true", help="Skip attribute calls; use the fallback attributes.")
+    steps.add_argument("--max-attributes", type=int, help="Attributes asked for and kept (paper 5, lite 2).")
+    steps.add_argument("--attributes-per-example", type=int, help="Attributes rewritten per row (paper 5, lite 2).")
+    steps.add_argument(
+        "--causal-elements", action=argparse.BooleanOptionalAction, help="Ask for causal elements (paper only)."
+    )
+    steps.add_argument("--elements-per-attribute", type=int, help="Causal elements per attribute (default 5).")
     steps.add_argument(
         "--directions", nargs="+", default=["degrade", "upgrade"], choices=("degrade", "upgrade"), metavar="DIR"
     )
+    steps.add_argument("--verify", action=argparse.BooleanOptionalAction, help="Verify each rewrite (paper: yes).")
     steps.add_argument("--no-causal", action="store_true", help="Write no counterfactuals.")
     steps.add_argument("--no-neutrals", action="store_true", help="Make no neutral (tie) pairs.")
-    steps.add_argument("--neutrals-per-original", type=int, default=1)
-    steps.add_argument("--neutrals-per-causal", type=int, default=1)
-    steps.add_argument("--min-length-ratio", type=float, default=0.5)
-    steps.add_argument("--max-length-ratio", type=float, default=2.0)
+    steps.add_argument(
+        "--neutral-types", nargs="+", choices=("iqn", "aligned", "paraphrase"), metavar="TYPE",
+        help="Neutral types: iqn (default), aligned (causally-aligned), paraphrase.",
+    )  # fmt: skip
+    steps.add_argument("--neutrals-per-original", type=int, help="IQN pairs per original pair (paper 0, lite 1).")
+    steps.add_argument("--neutrals-per-causal", type=int, help="IQN pairs per causal pair (paper 0, lite 1).")
+    steps.add_argument("--neutrals-per-row", type=float, help="IQN pairs per row from its pairs (paper 1, lite 0).")
+    steps.add_argument("--check-length", action=argparse.BooleanOptionalAction, help="Length gate (lite: yes).")
+    steps.add_argument("--min-length-ratio", type=float, help="Length gate: shortest rewrite / source (0.5).")
+    steps.add_argument("--max-length-ratio", type=float, help="Length gate: longest rewrite / source (2.0).")
+    steps.add_argument("--check-format", action=argparse.BooleanOptionalAction, help="Markdown gate (lite: yes).")
     steps.add_argument("--length-tokenizer", help="Count lengths in tokens of this tokenizer instead of characters.")
     steps.add_argument("--baseline", help="Baseline reward model (path or Hub name) for the uncertainty filter.")
     steps.add_argument("--tau", type=float, default=0.2, help="Filter threshold (default 0.2).")
     steps.add_argument("--seed", type=int, default=42)
+    steps.add_argument("--chunk-size", type=int, help="Rows that go through all oracle steps together (256).")
     steps.add_argument("--no-progress", action="store_true", help="Hide the progress bars.")
+
+    cost = parser.add_argument_group("cost")
+    cost.add_argument(
+        "--dry-run", action="store_true",
+        help="Print the calls, tokens and cost per step (standard and Batch prices) and stop: nothing is sent.",
+    )  # fmt: skip
+    cost.add_argument(
+        "--estimate-rows", type=int, default=500,
+        help="--dry-run estimates on a seeded sample of this many rows and projects to all (default 500).",
+    )  # fmt: skip
+    cost.add_argument("--thinking-tokens", type=int, help="--dry-run: thinking tokens per call to assume.")
+    cost.add_argument(
+        "--project-rows", type=int, help="--dry-run: project to this many rows (when --dataset is a sample of them)."
+    )
+    cost.add_argument(
+        "--max-cost", type=float,
+        help="Stop when the run's answers cost this many USD (cached ones at what they cost); exit status 3.",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -95,6 +138,12 @@ def output_paths(output: str) -> tuple[Path, Path, Path]:
     return path, path, path / SUMMARY_NAME
 
 
+def estimate_path(output: str) -> Path:
+    """Where `--dry-run` writes its estimate: beside the summary."""
+    path = Path(output)
+    return path.with_name(f"{path.stem}.estimate.json") if path.suffix in JSON_SUFFIXES else path / ESTIMATE_NAME
+
+
 def build_oracle(args: argparse.Namespace, state_dir: Path):
     from ..oracles import make_oracle
 
@@ -106,8 +155,14 @@ def build_oracle(args: argparse.Namespace, state_dir: Path):
             kwargs["http_options"] = {"base_url": args.base_url}
         if args.batch:
             kwargs.update(batch=True, state_dir=str(state_dir / "batch_jobs"))
+        if args.thinking_budget is not None:
+            kwargs["thinking_budget"] = args.thinking_budget
+        if args.dry_run and not any(os.environ.get(name) for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY")):
+            kwargs["api_key"] = "dry-run"  # an estimate sends nothing: no key needed to see the cost
     elif args.batch:
         raise ValueError("--batch is only available with --oracle gemini.")
+    elif args.thinking_budget is not None:
+        raise ValueError("--thinking-budget is only available with --oracle gemini.")
     if args.oracle == "openai":
         if not (args.base_url and args.model):
             raise ValueError("--oracle openai needs --base-url and --model.")
@@ -130,6 +185,29 @@ def save_output(dataset, path: Path) -> None:
         dataset.save_to_disk(str(path))
 
 
+def config_options(args: argparse.Namespace) -> dict:
+    """The [`~trl_crome.CromeAugmenterConfig`] fields given on the command line; the others keep the preset's."""
+    options = {
+        "preset": args.preset,
+        "max_attributes": args.max_attributes,
+        "attributes_per_example": args.attributes_per_example,
+        "causal_elements": args.causal_elements,
+        "elements_per_attribute": args.elements_per_attribute,
+        "verify_rewrites": args.verify,
+        "neutral_types": args.neutral_types,
+        "neutrals_per_original": args.neutrals_per_original,
+        "neutrals_per_causal": args.neutrals_per_causal,
+        "neutrals_per_row": args.neutrals_per_row,
+        "check_length": args.check_length,
+        "min_length_ratio": args.min_length_ratio,
+        "max_length_ratio": args.max_length_ratio,
+        "check_format": args.check_format,
+        "chunk_size": args.chunk_size,
+        "max_cost": args.max_cost,
+    }
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..augment import CromeAugmenter, CromeAugmenterConfig
     from ..data import CromeDataError
@@ -139,16 +217,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = CromeAugmenterConfig(
             identify_rubrics=not args.no_rubrics,
-            max_attributes=args.max_attributes,
             causal_augmentation=not args.no_causal,
             directions=args.directions,
-            attributes_per_example=args.attributes_per_example,
-            min_length_ratio=args.min_length_ratio,
-            max_length_ratio=args.max_length_ratio,
             length_tokenizer=args.length_tokenizer,
             neutral_augmentation=not args.no_neutrals,
-            neutrals_per_original=args.neutrals_per_original,
-            neutrals_per_causal=args.neutrals_per_causal,
             seed=args.seed,
             filter_augmented=args.baseline is not None,
             filter_tau=args.tau,
@@ -156,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             max_rows=args.max_rows,
             show_progress=not args.no_progress,
+            **config_options(args),
         )
         oracle = build_oracle(args, state_dir)
         dataset = load_input(args.dataset, args.split)
@@ -163,6 +236,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"trl-crome augment: error: {error}", file=sys.stderr)
         return 2
     try:
+        if args.dry_run:
+            augmenter = CromeAugmenter(oracle, config)
+            estimate = augmenter.estimate(
+                dataset, args.estimate_rows, thinking_tokens=args.thinking_tokens, project_rows=args.project_rows
+            )
+            path = estimate_path(args.output)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(estimate.to_dict(), indent=2) + "\n")
+            print(estimate.to_table())
+            print(f"Dry run: nothing was sent to the oracle. Estimate saved to {path}.")
+            return 0
         augmenter = CromeAugmenter(oracle, config, baseline=args.baseline)
         dataset = augmenter(dataset)
     except (CromeDataError, OracleFatalError) as error:
@@ -176,7 +260,16 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     save_output(dataset, output)
-    augmenter.summary.save(summary_path)
-    print(augmenter.summary.to_table())
+    summary = augmenter.summary
+    summary.save(summary_path)
+    print(summary.to_table())
     print(f"Saved {len(dataset):,} pairs to {output} and the summary to {summary_path}.")
+    if summary.stopped is not None:
+        print(
+            f"Stopped at --max-cost {config.max_cost:g} USD (spent {summary.stopped['spent_usd']:.4f}, cached answers "
+            f"included) in step {summary.stopped['step']}: {summary.rows_done:,} of {summary.input_rows:,} rows "
+            "written. Rerun with a higher --max-cost to go on; answered calls are not paid again.",
+            file=sys.stderr,
+        )
+        return STOPPED_AT_MAX_COST
     return 0

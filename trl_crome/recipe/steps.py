@@ -94,9 +94,24 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+class AugmentationStopped(RuntimeError):
+    """The recipe's augmentation stopped at `max_cost`: nothing is trained on a part of the data."""
+
+    def __init__(self, summary, cache_dir: Path):
+        stop = summary.stopped
+        super().__init__(
+            f"The Crome augmentation stopped at max_cost ${stop['max_cost']:g} (spent ${stop['spent_usd']:.4f}, "
+            f"cached answers included) in step {stop['step']}: {summary.rows_done:,} of {summary.input_rows:,} rows. "
+            f"Answered calls are cached in {cache_dir}: rerun with a higher --max_cost to finish without paying them "
+            "again."
+        )
+
+
 def augment_fingerprint(script_args, training_args, augment_args, num_rows: int) -> dict[str, Any]:
     """Everything that changes the augmented data: a rerun reuses the saved data only when all of it matches."""
-    augmenter = {k: v for k, v in dataclasses.asdict(augment_args).items() if k != "show_progress"}
+    # Progress bars, chunks and the cost cap never change the data a finished augmentation writes.
+    ignored = ("show_progress", "chunk_size", "max_cost")
+    augmenter = {k: v for k, v in dataclasses.asdict(augment_args).items() if k not in ignored}
     return {
         "dataset_name": script_args.dataset_name,
         "dataset_config": script_args.dataset_config,
@@ -146,6 +161,10 @@ def augment(script_args, training_args, augment_args, dataset: Dataset, baseline
         oracle = make_oracle(script_args.oracle, model=script_args.oracle_model, **(script_args.oracle_kwargs or {}))
         augmenter = CromeAugmenter(oracle, config, baseline=baseline_fn)
         augmented = augmenter(dataset)
+        if augmenter.summary.stopped is not None:  # never train on part of the data without saying so
+            data_dir.mkdir(parents=True, exist_ok=True)
+            augmenter.summary.save(summary_file)
+            raise AugmentationStopped(augmenter.summary, config.resolved_cache_dir())
         augmented.save_to_disk(str(data_dir / "dataset"))
         augmenter.summary.save(summary_file)
         settings_file.write_text(json.dumps(fingerprint, indent=2) + "\n")
