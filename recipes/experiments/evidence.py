@@ -126,7 +126,9 @@ def local_oracle_rows(args, train: list[PlantedPair]) -> tuple[list[dict], dict]
     subset = train[: args.local_oracle_pairs]
     oracle = TransformersOracle(max_new_tokens=args.local_max_new_tokens)
     cache = args.output_dir / "local_oracle_cache"
-    rows, augmenter = crome_set(subset, oracle, cache, show_progress=True, accept_plain_text_rewrites=True)
+    rows, augmenter = crome_set(
+        subset, oracle, cache, show_progress=True, accept_plain_text_rewrites=True, preset="lite"
+    )  # the lite preset: 3 calls per pair that a 135M model on CPU can answer, as docs/evidence.md measured
     causal = [r for r in rows if r["kind"] == "causal"]
     report = {
         "pairs": len(subset),

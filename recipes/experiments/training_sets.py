@@ -3,8 +3,9 @@
 - vanilla: the pairs only.
 - RRM-style (arXiv 2409.13156): per pair, one *non-contextual* preference (the on-topic chosen answer beats an answer
   written for another prompt) and one tie (two answers of another prompt, both off-topic here).
-- Crome: the real [`~trl_crome.CromeAugmenter`] pipeline (rubrics, degrade / upgrade counterfactuals, validation,
-  Irrelevant Query Neutrals) with the given oracle; no baseline filter, so that every set is built without a model.
+- Crome: the real [`~trl_crome.CromeAugmenter`] pipeline with the given oracle, the paper preset by default (scored
+  attributes, causal elements, degrade / upgrade counterfactuals, their verification, about 1x Irrelevant Query
+  Neutrals); no baseline filter, so that every set is built without a model.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def crome_set(
     seed: int = 42,
     show_progress: bool = False,
     accept_plain_text_rewrites: bool = False,
+    preset: str = "paper",
 ) -> tuple[list[dict], CromeAugmenter]:
     """Run the real Crome pipeline over the pairs; returns the rows and the augmenter (for its `summary`).
 
@@ -71,10 +73,13 @@ def crome_set(
         show_progress (`bool`): show the augmenter's progress bars.
         accept_plain_text_rewrites (`bool`): take a rewrite returned as plain text instead of the JSON schema (for
             small local oracles).
+        preset (`str`): the augmenter's preset. `"paper"` (the programmatic oracle gives one attribute per example);
+            `"lite"` with one attribute per example for the small local oracle, as docs/evidence.md measured it.
     """
+    one_attribute = {"max_attributes": 1, "attributes_per_example": 1} if preset == "lite" else {}
     config = CromeAugmenterConfig(
-        max_attributes=1,
-        attributes_per_example=1,
+        preset=preset,
+        **one_attribute,
         causal_augmentation=causal,
         neutral_augmentation=neutrals,
         filter_augmented=False,

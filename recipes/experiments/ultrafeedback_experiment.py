@@ -83,6 +83,7 @@ def load_pairs(path: Path, clip: TextClipper, config: RealDataConfig) -> tuple[l
 
 def augmenter_rows(pairs: list[dict], oracle, config: RealDataConfig, causal: bool, cache: str) -> tuple[list, dict]:
     augmenter_config = CromeAugmenterConfig(
+        preset="lite",  # the local 135M oracle on CPU, as docs/evidence.md measured it
         max_attributes=1,
         attributes_per_example=1,
         causal_augmentation=causal,

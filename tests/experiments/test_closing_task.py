@@ -25,6 +25,7 @@ from recipes.experiments.closing_task import (
 from recipes.experiments.evidence import TRANSFORMS, parse_args, split_pairs, transformed_sets
 from recipes.experiments.training_sets import crome_set, rrm_set, vanilla_set
 from tests.helpers import shared_data
+from trl_crome.augment.attributes import elements_request
 from trl_crome.augment.counterfactuals import REWRITE_TEMPLATES, Rewrite
 from trl_crome.oracles.base import OracleRequest
 
@@ -145,6 +146,36 @@ def test_oracle_rewrites_only_the_last_sentence():
     again = _ask(oracle, RewriteTask(SourceRow(0, PROMPT, rejected, rejected), attribute, "degrade").request(256, 0))
     assert again.parsed == {"rewritten": rejected}
 
+    # The paper templates (causal elements shown, analysis first) get the same rewrites.
+    paper = RewriteTask(row, attribute, "degrade", elements=()).request(256, 0.0)
+    assert paper.template == "counterfactual_degrade@1"
+    assert Rewrite(**_ask(oracle, paper).parsed).rewritten == degraded
+
+
+def test_oracle_verifies_the_intended_move_and_nothing_else():
+    from trl_crome.augment.counterfactuals import RewriteTask
+    from trl_crome.augment.pairs import SourceRow
+    from trl_crome.augment.rubrics import CausalAttribute
+    from trl_crome.augment.verification import parse_verdict, verify_request
+
+    oracle = ClosingSentenceOracle()
+    chosen = "Great question! Boil it for nine minutes. Hope this helps!"
+    rejected = "Boil it for nine minutes. Good luck with it!"
+    row = SourceRow(0, PROMPT, chosen, rejected)
+    attribute = CausalAttribute(name="instruction_following", description="d")
+    degrade, upgrade = RewriteTask(row, attribute, "degrade", ()), RewriteTask(row, attribute, "upgrade", ())
+
+    def verdict(task, rewrite):
+        return parse_verdict(_ask(oracle, verify_request(task, rewrite, 256, 0.0)))[0]
+
+    assert verdict(degrade, "Great question! Boil it for nine minutes. Good luck with it!") == "pass"
+    assert verdict(degrade, "Boil it for nine minutes. Good luck with it!") == "fail"  # the rest changed too
+    assert verdict(degrade, chosen.replace("nine", "ten")) == "fail"  # the requirement did not move
+    assert verdict(upgrade, "Boil it for nine minutes. Hope this helps!") == "pass"
+    assert verdict(upgrade, "Boil it for ten minutes. Hope this helps!") == "fail"
+    elements = _ask(oracle, elements_request(row, attribute, 5, 256, 0.0)).parsed["elements"]
+    assert elements[0] == {"element": 'The last sentence is exactly "Hope this helps!".', "direction": "increases"}
+
 
 def test_oracle_reports_requests_it_cannot_answer():
     oracle = ClosingSentenceOracle()
@@ -160,11 +191,15 @@ def test_oracle_reports_requests_it_cannot_answer():
 
 def test_crome_pipeline_with_the_programmatic_oracle_never_moves_the_opener(splits, tmp_path):
     train, _, _ = splits
-    rows, augmenter = crome_set(train, ClosingSentenceOracle(), tmp_path / "cache")
+    rows, augmenter = crome_set(train, ClosingSentenceOracle(), tmp_path / "cache")  # the paper preset
     by_row = {p.row: p for p in train}
     causal = [r for r in rows if r["kind"] == "causal"]
-    assert len(causal) == 2 * len(train)  # every degrade and upgrade passes the augmenter's validation
-    assert augmenter.summary.rejects == {}
+    assert len(causal) == 2 * len(train)  # every degrade and upgrade passes the checks and the verification
+    summary = augmenter.summary
+    assert summary.preset == "paper" and summary.rejects == {} and summary.rubric_fallbacks == {}
+    assert summary.verification == {"passed": 2 * len(train), "failed": {}, "unverified": {}}
+    assert summary.steps["causal_elements"]["calls"] == len(train)  # one attribute, its elements
+    assert summary.neutrals == {"iqn": len(train)}  # about 1x the original data
     for pair in causal:
         source = by_row[pair["source_row"]]
         # The causal attribute flipped, the spurious one is where it was in the source answer, on both sides.
