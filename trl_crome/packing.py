@@ -251,7 +251,7 @@ def score_head(model: nn.Module) -> nn.Module:
     return head
 
 
-def packed_rewards(model: nn.Module, packed: Mapping[str, Any]) -> torch.Tensor:
+def packed_rewards(model: nn.Module, packed: Mapping[str, Any], attention_mask: Any = None) -> torch.Tensor:
     """Reward of each sequence of a packed batch, equal to what the padded batch gives.
 
     The model runs its own forward (so DDP, DeepSpeed, FSDP and PEFT wrappers work as usual) on the packed rows, and
@@ -263,6 +263,10 @@ def packed_rewards(model: nn.Module, packed: Mapping[str, Any]) -> torch.Tensor:
             A `...ForSequenceClassification` model, possibly wrapped (see [`score_head`]).
         packed (`Mapping`):
             A batch from [`pack_sequences`] / [`pack_rows`], on the model's device.
+        attention_mask (*optional*):
+            `None` lets transformers build the block-diagonal mask from the restarts in `position_ids`; a prepared
+            mask (a 4D mask, a `BlockMask`, or a dict of them per layer type) replaces it, as prefix sharing does
+            (see [`~trl_crome.prefix_sharing.prefix_attention_mask`]).
 
     Returns:
         `torch.Tensor` of shape `(num_sequences, num_labels)`: the rewards, in the order of `packed["pooled_index"]`.
@@ -270,11 +274,11 @@ def packed_rewards(model: nn.Module, packed: Mapping[str, Any]) -> torch.Tensor:
     captured: list[torch.Tensor] = []
     handle = score_head(model).register_forward_hook(lambda module, args, output: captured.append(output))
     inputs = {"input_ids": packed["input_ids"], "position_ids": packed["position_ids"]}
-    if uses_flash_attention(model):
+    if attention_mask is None and uses_flash_attention(model):
         inputs.update({key: packed[key] for key in FLASH_ATTENTION_KEYS})
     try:
-        # No attention mask and no cache: the conditions under which transformers builds the block-diagonal mask.
-        model(**inputs, attention_mask=None, use_cache=False)
+        # Without a prepared mask and without a cache, transformers builds the block-diagonal mask itself.
+        model(**inputs, attention_mask=attention_mask, use_cache=False)
     finally:
         handle.remove()
     per_token = captured[-1]

@@ -34,8 +34,24 @@ class CromeRewardConfig(RewardConfig):
             attention (block-diagonal causal mask) and with flash attention (varlen kernels).
         packing_max_tokens (`int`, *optional*):
             Token budget of one packed row with sdpa / eager / flex attention, whose cost grows with the square of a
-            row's length. `None` uses the longest sequence of each batch. Ignored with flash attention, which packs
-            the whole batch into one row. Must be at least `max_length`.
+            row's length. `None` uses the longest sequence of each batch (twice that with `prefix_sharing`). Ignored
+            with flash attention, which packs the whole batch into one row. Must be at least `max_length`.
+        prefix_sharing (`bool`, *optional*, defaults to `False`):
+            Compute each prompt once for all of its answers in a batch, and identical sequences once: the sequences
+            that share a prompt are packed as `[prompt][answer 1]...[answer k]`, each answer attending to the prompt
+            and causally to itself, positions continuing from the prompt's end. Implies `padding_free`. Rewards,
+            loss, metrics and gradients equal the padded path's. The shared prompt is the prompt as the tokenizer or
+            chat template renders it, checked token by token; a pair whose answer tokens do not start where its
+            prompt's end shares nothing (a warning says how many). Needs sdpa, eager or flex attention; with flash
+            attention, training falls back to padding-free batches (a warning says so). Pair it with
+            `group_by_prompt` so that batches hold several answers per prompt.
+
+        > Parameters that control the order of training pairs
+
+        group_by_prompt (`bool`, *optional*, defaults to `False`):
+            Batch the pairs of a prompt together: prompts in a seeded random order (`data_seed`, else `seed`; a new
+            order each epoch), each prompt's pairs one after the other, every pair once per epoch. See
+            [`~trl_crome.trainer.prompt_groups.PromptGroupedSampler`] and docs/performance.md for what it changes.
     """
 
     tie_loss_weight: float = field(
@@ -61,8 +77,30 @@ class CromeRewardConfig(RewardConfig):
         },
     )
 
+    prefix_sharing: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute each prompt once for all of its answers in a batch (and identical sequences once). "
+            "Implies `padding_free`. Same rewards, loss and gradients as the padded path."
+        },
+    )
+    group_by_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "Batch the pairs of a prompt together, prompts in a seeded random order (a new one each epoch); "
+            "every pair once per epoch. Gives `prefix_sharing` something to share."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
+        if self.prefix_sharing:
+            self.padding_free = True
+        if self.group_by_prompt and self.train_sampling_strategy != "random":
+            raise ValueError(
+                f"`group_by_prompt=True` sets the order of training pairs; it cannot be combined with "
+                f"`train_sampling_strategy={self.train_sampling_strategy!r}`."
+            )
         if self.tie_loss_weight < 0:
             raise ValueError(f"`tie_loss_weight` must be >= 0, got {self.tie_loss_weight}.")
         if self.packing_max_tokens is not None:

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from accelerate.logging import get_logger
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.trainer_utils import has_length
 from trl import RewardTrainer
 from trl.data_utils import get_dataset_column_names, is_conversational
 from trl.trainer.reward_trainer import DataCollatorForPreference
@@ -24,12 +26,16 @@ from ..data import (
     validate_preference_dataset,
 )
 from ..packing import packed_rewards, uses_flash_attention
+from ..prefix_sharing import prefix_shared_rewards
 from .config import CromeRewardConfig
 from .losses import composite_loss
 from .metrics import per_kind_metrics
 from .model_card import CromeModelCardMixin
-from .packing import DataCollatorForPaddingFreePreference
+from .packing import DataCollatorForPaddingFreePreference, DataCollatorForPrefixSharingPreference
 from .pair_labels import KIND_ID_COLUMN, add_kind_id, add_pair_labels
+from .prompt_groups import PROMPT_HASH_COLUMN, PROMPT_LENGTH_COLUMN, PromptGroupedSampler, add_prompt_columns
+
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -57,6 +63,17 @@ class CromePaddingFreeDataCollator(DataCollatorForPaddingFreePreference):
         return add_pair_labels(super().torch_call(examples), examples)
 
 
+@dataclass
+class CromePrefixSharingDataCollator(DataCollatorForPrefixSharingPreference):
+    """
+    [`~trl_crome.trainer.packing.DataCollatorForPrefixSharingPreference`] (the collator of `prefix_sharing=True`) that
+    also returns `"tie"` and `"kind_id"`, as [`CromeDataCollator`] does.
+    """
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        return add_pair_labels(super().torch_call(examples), examples)
+
+
 def _add_length(example: dict[str, Any], length_column: str) -> dict[str, int]:
     # The longer answer sets the padded length of the pair's rows.
     return {length_column: max(len(example["chosen_ids"]), len(example["rejected_ids"]))}
@@ -75,7 +92,10 @@ class CromeRewardTrainer(CromeModelCardMixin, RewardTrainer):
       [`~trl_crome.trainer.losses.composite_loss`]); `center_rewards_coefficient` works as in TRL;
     - the logged `accuracy` and `margin` cover preference pairs only, and ties add `tie_abs_margin` (mean |d|);
       `loss/<kind>` and `count/<kind>` are logged per kind. All are computed from the pairs of every process;
-    - the model card carries the `crome` tag and the paper's citation.
+    - the model card carries the `crome` tag and the paper's citation;
+    - optionally, padding-free batches (`padding_free`), prefix sharing (`prefix_sharing`: each prompt computed once
+      for all of its answers in a batch) and prompt-grouped batches (`group_by_prompt`), all with the padded path's
+      rewards, loss and metrics (see docs/performance.md).
 
     On a dataset without `tie` and `kind` columns it computes exactly the loss of [`~trl.RewardTrainer`], with the
     same single forward pass per step.
@@ -138,7 +158,21 @@ class CromeRewardTrainer(CromeModelCardMixin, RewardTrainer):
             processing_class=processing_class,
             **kwargs,
         )
-        if data_collator is None and getattr(self.args, "padding_free", False):
+        prefix_sharing = getattr(self.args, "prefix_sharing", False)
+        if prefix_sharing and uses_flash_attention(self.model):
+            # cu_seqlens describe disjoint sequences: flash attention cannot let several answers attend to one prompt.
+            logger.warning(
+                "prefix_sharing=True needs sdpa, eager or flex attention; with flash attention the batches are "
+                "padding-free instead (the same results, each prompt computed once per sequence)"
+            )
+            prefix_sharing = False
+        if data_collator is None and prefix_sharing:
+            self.data_collator = CromePrefixSharingDataCollator(
+                pad_token_id=self.processing_class.pad_token_id,
+                max_tokens=self.args.packing_max_tokens,
+                pad_to_multiple_of=self.args.pad_to_multiple_of,
+            )
+        elif data_collator is None and getattr(self.args, "padding_free", False):
             self.data_collator = CromePaddingFreeDataCollator(
                 pad_token_id=self.processing_class.pad_token_id,
                 max_tokens=self.args.packing_max_tokens,
@@ -169,6 +203,9 @@ class CromeRewardTrainer(CromeModelCardMixin, RewardTrainer):
             length_column = args.length_column_name
             if args.train_sampling_strategy in ("group_by_length", "batch_rebalance") and length_column not in columns:
                 dataset = dataset.map(_add_length, fn_kwargs={"length_column": length_column})
+        if getattr(args, "prefix_sharing", False) or getattr(args, "group_by_prompt", False):
+            if PROMPT_LENGTH_COLUMN not in columns:
+                dataset = add_prompt_columns(dataset, processing_class, dataset_name, args.dataset_num_proc)
         return dataset
 
     def _count_kinds(self, dataset: Dataset, columns: list[str]) -> dict[str, int]:
@@ -187,7 +224,24 @@ class CromeRewardTrainer(CromeModelCardMixin, RewardTrainer):
                 TIE_COLUMN,
                 KIND_ID_COLUMN,
                 self.args.length_column_name,  # for the length-grouped samplers; the collators ignore it
+                PROMPT_LENGTH_COLUMN,  # for prefix sharing
+                PROMPT_HASH_COLUMN,  # for the prompt-grouped sampler
             ]
+
+    def _get_train_sampler(self, train_dataset=None):
+        if not getattr(self.args, "group_by_prompt", False):
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if dataset is None or not has_length(dataset):
+            logger.warning("`group_by_prompt=True` is ignored for a dataset without a length (an IterableDataset)")
+            return super()._get_train_sampler(train_dataset)
+        if PROMPT_HASH_COLUMN not in dataset.column_names:
+            raise ValueError(
+                "`group_by_prompt=True` needs the pairs' prompts: the train dataset has no `prompt` column nor texts "
+                "to find one in (pre-tokenized ids only)"
+            )
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return PromptGroupedSampler(dataset[PROMPT_HASH_COLUMN], seed=seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
@@ -213,9 +267,11 @@ class CromeRewardTrainer(CromeModelCardMixin, RewardTrainer):
         """The rewards of a batch's sequences, shape `(2 * num_pairs, num_labels)`, chosen first; the model's output
         (its `logits` are the rewards); and the number of real (non-padding) tokens. Padded batches go through the
         model as in TRL; packed ones (from [`CromePaddingFreeDataCollator`]) through
-        [`~trl_crome.packing.packed_rewards`], which takes each sequence's reward at its own last token."""
+        [`~trl_crome.packing.packed_rewards`], which takes each sequence's reward at its own last token, and
+        prefix-shared ones (from [`CromePrefixSharingDataCollator`]) through
+        [`~trl_crome.prefix_sharing.prefix_shared_rewards`]. The token count is always that of the padded batch."""
         if "pooled_index" in inputs:
-            rewards = packed_rewards(model, inputs)
+            rewards = prefix_shared_rewards(model, inputs) if "branch_ids" in inputs else packed_rewards(model, inputs)
             return rewards, SequenceClassifierOutput(logits=rewards), inputs["seq_lengths"].sum()
         inputs["use_cache"] = False
         outputs = model(**inputs)
