@@ -7,6 +7,7 @@ compute is spent on padding; rewards always come back in input order. All batchi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -18,7 +19,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..packing import packed_batch_rewards, packed_batches
+from ..packing import packed_batch_rewards, packed_batches, uses_flash_attention
+from ..prefix_sharing import (
+    pack_prefix_rows,
+    plan_prefix_sharing,
+    prefix_shared_rewards,
+    prompt_token_ids,
+    verified_prefix_length,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +83,9 @@ class ScoringStats:
     """Token accounting of the batches a [`RewardScorer`] ran (cumulative over calls).
 
     `real_tokens` are the tokens of the sequences, `padded_tokens` the cells of the padded batches
-    (`batch_size x longest sequence`, summed), so `padding_fraction` is the share of compute spent on padding.
+    (`batch_size x longest sequence`, summed), so `padding_fraction` is the share of compute spent on padding. With
+    packing they are the token positions of the packed rows; with prefix sharing they can be fewer than the real tokens
+    (a prompt computed once for several answers), and `padding_fraction` is then negative.
     """
 
     sequences: int = 0
@@ -160,6 +170,14 @@ class RewardScorer:
             decreasing), `batch_size` rows per forward pass, each reward taken at its sequence's own last token (see
             [`~trl_crome.packing`]). Same rewards; no padding is computed. Worth it with flash attention; with sdpa /
             eager, whose attention cost grows with the square of a row's length, length-sorted batches are as fast.
+        prefix_sharing (`bool`, *optional*, defaults to `False`):
+            Score the answers of a prompt with one copy of its tokens, and identical sequences once (see
+            [`~trl_crome.prefix_sharing`]): for evaluation sets with several answers per prompt (RewardBench 2,
+            RM-Bench, Best-of-N). Sequences are packed as `[prompt][answer 1]...[answer k]` into rows of at most
+            twice the longest sequence, `batch_size` rows per forward pass. Same rewards. The prompt is shared only
+            when its tokens, rendered alone, start the sequence token for token (see [`build_input_ids`]); others are
+            scored whole. [`score_ids`] shares prompts only when given `prompt_lengths`. Needs sdpa, eager or flex
+            attention; with flash attention, scoring is packed instead (`packing=True`, a warning says so).
     """
 
     def __init__(
@@ -174,6 +192,7 @@ class RewardScorer:
         torch_dtype: torch.dtype | str | None = None,
         show_progress: bool = True,
         packing: bool = False,
+        prefix_sharing: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -183,6 +202,7 @@ class RewardScorer:
         self.chat_template = chat_template
         self.show_progress = show_progress
         self.packing = packing
+        self.prefix_sharing = prefix_sharing
         self.stats = ScoringStats()
         self.score_fn: Callable | None = None
         self.model: PreTrainedModel | None = None
@@ -204,6 +224,12 @@ class RewardScorer:
                     tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
                 )
             self.pad_token_id = config.pad_token_id
+            if prefix_sharing and uses_flash_attention(self.model):
+                logger.warning(
+                    "prefix_sharing=True needs sdpa, eager or flex attention; with flash attention the sequences are "
+                    "scored packed instead (the same rewards)"
+                )
+                self.prefix_sharing, self.packing = False, True
         elif callable(model):
             self.score_fn = model
         else:
@@ -223,7 +249,25 @@ class RewardScorer:
             if len(rewards) != len(prompts):
                 raise ValueError(f"the scoring callable returned {len(rewards)} rewards for {len(prompts)} inputs")
             return rewards
-        return self.score_ids(self.encode(prompts, answers))
+        sequences = self.encode(prompts, answers)
+        if self.prefix_sharing:
+            return self.score_ids(sequences, prompt_lengths=self.prompt_lengths(prompts, sequences))
+        return self.score_ids(sequences)
+
+    def prompt_lengths(self, prompts: Sequence[TextOrMessages], sequences: Sequence[Sequence[int]]) -> list[int]:
+        """Per sequence (from [`encode`]), how many of its first tokens are its prompt's own tokens, checked token by
+        token (0 when the tokenization of the prompt alone is not the start of the sequence)."""
+        use_chat = bool(self.tokenizer.chat_template) if self.chat_template is None else self.chat_template
+        candidates: dict[str, list[list[int]]] = {}
+        lengths = []
+        for prompt, ids in zip(prompts, sequences):
+            key = json.dumps(prompt)
+            if key not in candidates:
+                if use_chat and isinstance(prompt, str):
+                    prompt = [{"role": "user", "content": prompt}]
+                candidates[key] = prompt_token_ids(self.tokenizer, prompt)
+            lengths.append(verified_prefix_length(candidates[key], ids))
+        return lengths
 
     def score_pairs(
         self,
@@ -238,8 +282,14 @@ class RewardScorer:
         return rewards[: len(prompts)], rewards[len(prompts) :]
 
     @torch.inference_mode()
-    def score_ids(self, input_ids: Sequence[Sequence[int]]) -> list[float]:
-        """Reward of each token sequence, in input order (the one batching loop of this class)."""
+    def score_ids(
+        self, input_ids: Sequence[Sequence[int]], prompt_lengths: Sequence[int] | None = None
+    ) -> list[float]:
+        """Reward of each token sequence, in input order (the one batching loop of this class).
+
+        With `prefix_sharing`, `prompt_lengths` (see [`prompt_lengths`]) says how many first tokens of each sequence
+        it may share with the sequences that start with the same tokens; without it only identical sequences are
+        shared."""
         if self.model is None:
             raise ValueError("score_ids needs a model, not a scoring callable")
         sequences = [list(ids) for ids in input_ids]
@@ -252,6 +302,12 @@ class RewardScorer:
                     f"{len(too_long)} sequences exceed max_length={self.max_length}: scored on their last tokens"
                 )
             self.stats.truncated += len(too_long)
+        if self.prefix_sharing:
+            shared = list(prompt_lengths) if prompt_lengths is not None else [0] * len(sequences)
+            for i, ids in enumerate(sequences):  # a truncated sequence no longer starts with its prompt
+                if len(ids) != len(input_ids[i]):
+                    shared[i] = 0
+            return self._score_prefix_shared(sequences, shared)
         if self.packing:
             return self._score_packed(sequences)
         rewards = [0.0] * len(sequences)
@@ -285,3 +341,18 @@ class RewardScorer:
             self.stats.real_tokens += sum(len(sequences[i]) for i in order)
             self.stats.padded_tokens += computed
         return rewards
+
+    def _score_prefix_shared(self, sequences: list[list[int]], prompt_lengths: list[int]) -> list[float]:
+        rows, representative = plan_prefix_sharing(sequences, prompt_lengths)
+        batches = [rows[start : start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
+        scored: dict[int, float] = {}
+        for batch in tqdm(batches, desc="Scoring", unit="batch", disable=not self.show_progress or len(batches) < 2):
+            packed = pack_prefix_rows(sequences, batch, self.pad_token_id)
+            packed = {key: value.to(self.device) for key, value in packed.items()}
+            members = [index for row in batch for unit in row for index in unit.members]
+            scored.update(zip(members, prefix_shared_rewards(self.model, packed)[:, 0].float().tolist()))
+            self.stats.batches += 1
+            self.stats.padded_tokens += packed["input_ids"].numel()
+        self.stats.sequences += len(sequences)
+        self.stats.real_tokens += sum(len(ids) for ids in sequences)
+        return [scored[index] for index in representative]
