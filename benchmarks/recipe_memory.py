@@ -1,18 +1,21 @@
 """Memory and speed of the Crome recipes: the planned bytes per GPU, and what a few real training steps use.
 
-For each recipe (Gemma-2-9B, Qwen2.5-7B, Gemma-2-2B; LoRA or full fine-tuning) the script
+For each recipe (Gemma-2-9B, Qwen2.5-7B, Gemma-2-2B; LoRA, full fine-tuning, the paper's configs and their PairPM
+variant) the script
 
-1. builds the reward model's architecture from the real model's config, written out below (no download), and
-   prints the memory plan per GPU: parameters, gradients, optimizer state and activations, from the model's real
-   parameter count and shapes (the arithmetic is in `memory_plan` and in docs/recipes.md);
+1. reads the batch size, `max_length`, LoRA and setting from the recipe's YAML config (recipes/configs), builds the
+   model's architecture from the real model's config, written out in model_shapes.py (no download), and prints the
+   memory plan per GPU: parameters, gradients, optimizer state and activations, from the model's real parameter
+   count and shapes (the arithmetic is in `memory_plan` and in docs/recipes.md);
 2. unless `--plan-only`, instantiates it with random weights on the current device and runs a few training steps
    with the recipe's settings (bf16 weights, gradient checkpointing, AdamW, Crome's composite loss on pairs of
    `max_length` tokens, a quarter of them ties), then prints the peak memory, the tokens/s and the ratio of the
    measured peak to the planned peak for one GPU.
 
 Only single-GPU layouts can be measured by one process: LoRA recipes, and full fine-tuning of models that fit one
-GPU. The ZeRO-3 plans (full fine-tuning on 8 GPUs) are printed from the same arithmetic; the per-layer activation
-terms they share with the single-GPU runs are what the measurement checks.
+GPU (Bradley-Terry). The ZeRO-3 plans (full fine-tuning on 8 GPUs, the paper's configs among them) are printed from
+the same arithmetic; the per-layer activation terms they share with the single-GPU runs are what the measurement
+checks.
 
     python benchmarks/recipe_memory.py                   # every recipe that fits this GPU
     python benchmarks/recipe_memory.py --recipes gemma9b-lora --steps 5
@@ -23,12 +26,17 @@ terms they share with the single-GPU runs are what the measurement checks.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 from model_shapes import model_config  # beside this script
-from transformers import AutoModelForSequenceClassification, PretrainedConfig
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
 
 from trl_crome.trainer.losses import composite_loss
 
@@ -38,27 +46,58 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 LORA_RANK = 16
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+
+
 @dataclass
 class Recipe:
-    """The settings of one recipe config that decide memory (see recipes/configs/*.yaml)."""
+    """One recipe config (a file in recipes/configs) on the layout it is planned for. The settings that decide memory
+    (`per_device_train_batch_size`, `max_length`, `use_peft`, `setting`) are read from the YAML itself, so the plan
+    follows the configs; `overrides` are a variant's command-line flags (e.g. the paper's PairPM column)."""
 
     name: str
     model: str
-    lora: bool
+    config: str
     gpus: int  # the layout the plan is for: 1 GPU, or ZeRO-3 over 8
-    pairs_per_gpu: int  # per_device_train_batch_size
-    max_length: int = 1024
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def settings(self) -> dict[str, Any]:
+        return {**yaml.safe_load((CONFIG_DIR / self.config).read_text()), **self.overrides}
+
+    @property
+    def lora(self) -> bool:
+        return bool(self.settings.get("use_peft", False))
+
+    @property
+    def pairs_per_gpu(self) -> int:
+        return self.settings["per_device_train_batch_size"]
+
+    @property
+    def max_length(self) -> int:
+        return self.settings["max_length"]
+
+    @property
+    def setting(self) -> str:
+        return self.settings.get("setting", "bt")
 
 
+PAIRPM_COLUMN = {"setting": "pairpm", "max_length": 2048}  # the paper's PairPM numbers: both answers in one input
 RECIPES = {
     recipe.name: recipe
     for recipe in (
-        Recipe("gemma9b-lora", "gemma-2-9b", lora=True, gpus=1, pairs_per_gpu=4),
-        Recipe("gemma9b-full-zero3", "gemma-2-9b", lora=False, gpus=8, pairs_per_gpu=4),
-        Recipe("qwen7b-lora", "qwen2.5-7b", lora=True, gpus=1, pairs_per_gpu=4),
-        Recipe("qwen7b-full-zero3", "qwen2.5-7b", lora=False, gpus=8, pairs_per_gpu=4),
-        Recipe("gemma2b-full", "gemma-2-2b", lora=False, gpus=1, pairs_per_gpu=8),
-        Recipe("gemma2b-lora", "gemma-2-2b", lora=True, gpus=1, pairs_per_gpu=8),
+        Recipe("gemma9b-lora", "gemma-2-9b", "gemma9b.yaml", gpus=1),
+        Recipe("gemma9b-full-zero3", "gemma-2-9b", "gemma9b_full.yaml", gpus=8),
+        Recipe("gemma9b-paper", "gemma-2-9b", "gemma9b_paper.yaml", gpus=8),
+        Recipe("gemma9b-paper-pairpm", "gemma-2-9b", "gemma9b_paper.yaml", gpus=8, overrides=PAIRPM_COLUMN),
+        Recipe("qwen7b-lora", "qwen2.5-7b", "qwen7b.yaml", gpus=1),
+        Recipe("qwen7b-full-zero3", "qwen2.5-7b", "qwen7b_full.yaml", gpus=8),
+        Recipe("qwen7b-paper", "qwen2.5-7b", "qwen7b_paper.yaml", gpus=8),
+        Recipe("qwen7b-paper-pairpm", "qwen2.5-7b", "qwen7b_paper.yaml", gpus=8, overrides=PAIRPM_COLUMN),
+        Recipe("gemma2b-full", "gemma-2-2b", "gemma2b.yaml", gpus=1),
+        Recipe("gemma2b-lora", "gemma-2-2b", "gemma2b_lora.yaml", gpus=1),
+        Recipe("gemma2b-paper", "gemma-2-2b", "gemma2b_paper.yaml", gpus=8),
+        Recipe("gemma2b-paper-pairpm", "gemma-2-2b", "gemma2b_paper.yaml", gpus=8, overrides=PAIRPM_COLUMN),
     )
 }
 
@@ -90,16 +129,19 @@ def build_config(model: str, tiny: bool) -> PretrainedConfig:
     return shrink(config) if tiny else config
 
 
-def parameter_counts(config: PretrainedConfig) -> tuple[int, int]:
-    """`(all parameters, LoRA parameters)` of the reward model, counted on the meta device (no memory used)."""
+def parameter_counts(config: PretrainedConfig, setting: str = "bt") -> tuple[int, int]:
+    """`(all parameters, LoRA parameters)` of the model, counted on the meta device (no memory used): a reward model
+    (bt: no LM head, a score head) or a causal LM (pairpm: its LM head, tied to the embedding in Gemma-2)."""
+    model_class = AutoModelForCausalLM if setting == "pairpm" else AutoModelForSequenceClassification
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = model_class.from_config(config)
     total = sum(p.numel() for p in model.parameters())
     lora = 0
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in LORA_TARGETS:
             lora += LORA_RANK * (module.in_features + module.out_features)
-    return total, lora + config.hidden_size  # LoRA A and B of every target, and the score head (trained in full)
+    # LoRA A and B of every target, and a reward model's score head (trained in full).
+    return total, lora + (config.hidden_size if setting == "bt" else 0)
 
 
 def memory_plan(recipe: Recipe, config: PretrainedConfig) -> dict[str, float]:
@@ -114,10 +156,12 @@ def memory_plan(recipe: Recipe, config: PretrainedConfig) -> dict[str, float]:
     - Activations with gradient checkpointing: every layer's input is kept (2 B x tokens x hidden per layer), and one
       layer is recomputed at a time: its attention (eager: bf16 scores and fp32 softmax, heads x L^2 per sequence;
       sdpa: flash/memory-efficient kernels keep O(L)) and its MLP (four bf16 tensors of tokens x intermediate).
+    - Two sequences of at most `max_length` tokens per pair: chosen and rejected (bt), or the pair in both orders
+      (pairpm, whose LM head computes the logits of the last position only).
     """
-    total, lora = parameter_counts(config)
+    total, lora = parameter_counts(config, recipe.setting)
     n = recipe.gpus
-    sequences = 2 * recipe.pairs_per_gpu  # chosen and rejected of each pair
+    sequences = 2 * recipe.pairs_per_gpu  # chosen and rejected, or both orders of each pair
     tokens = sequences * recipe.max_length
     h, layers = config.hidden_size, config.num_hidden_layers
     if recipe.lora:
@@ -206,7 +250,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     capacity = torch.cuda.get_device_properties(device).total_memory / GB if device.type == "cuda" else None
     header = (
-        f"{'recipe':<20}{'GPUs':>5}{'params(B)':>10}{'trainable(B)':>13}{'weights':>9}{'grads':>8}{'optim':>8}"
+        f"{'recipe':<22}{'GPUs':>5}{'params(B)':>10}{'trainable(B)':>13}{'weights':>9}{'grads':>8}{'optim':>8}"
         f"{'act.ckpt':>9}{'act.layer':>10}{'plan/GPU':>9}{'peak':>8}{'peak/plan':>10}{'tok/s':>9}"
     )
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), GiB per GPU")
@@ -214,15 +258,16 @@ def main() -> None:
     for name in args.recipes:
         recipe = RECIPES[name]
         if args.tiny:
-            recipe = Recipe(recipe.name, recipe.model, recipe.lora, recipe.gpus, min(recipe.pairs_per_gpu, 2), 64)
+            tiny = {"per_device_train_batch_size": min(recipe.pairs_per_gpu, 2), "max_length": 64}
+            recipe = dataclasses.replace(recipe, overrides={**recipe.overrides, **tiny})
         config = build_config(recipe.model, args.tiny)
         plan = memory_plan(recipe, config)
         measured = {"peak_gb": float("nan"), "tokens_per_s": float("nan")}
-        fits = recipe.gpus == 1 and (capacity is None or plan["total"] < 0.9 * capacity)
+        fits = recipe.gpus == 1 and recipe.setting == "bt" and (capacity is None or plan["total"] < 0.9 * capacity)
         if not args.plan_only and fits:
             measured = measure(recipe, config, args.steps, device)
         print(
-            f"{name:<20}{recipe.gpus:>5}{plan['total_params_B']:>10.3f}{plan['trainable_params_B']:>13.4f}"
+            f"{name:<22}{recipe.gpus:>5}{plan['total_params_B']:>10.3f}{plan['trainable_params_B']:>13.4f}"
             f"{plan['params']:>9.2f}{plan['grads']:>8.2f}{plan['optimizer']:>8.2f}{plan['act_checkpoints']:>9.2f}"
             f"{plan['act_one_layer']:>10.2f}{plan['total']:>9.2f}{measured['peak_gb']:>8.2f}"
             f"{measured['peak_gb'] / plan['total']:>10.2f}{measured['tokens_per_s']:>9.0f}"

@@ -4,10 +4,15 @@ The default config (recipes/configs/qwen7b.yaml) is LoRA on one 80 GB GPU:
 
     accelerate launch recipes/qwen7b.py
 
-The other variant is full fine-tuning with DeepSpeed ZeRO-3 (or FSDP2) on 8 x 80 GB:
+Full fine-tuning with 64 pairs per step, DeepSpeed ZeRO-3 (or FSDP2) on 8 x 80 GB:
 
     accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero3.yaml recipes/qwen7b.py \\
         --config recipes/configs/qwen7b_full.yaml
+
+The paper's recipe (full fine-tuning, 1 epoch, lr 1e-6, global batch 256 on 8 GPUs, ZeRO-3; docs/recipes.md):
+
+    accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero3.yaml recipes/qwen7b.py \\
+        --config recipes/configs/qwen7b_paper.yaml
 
 Any field can be overridden on the command line, e.g. `--max_train_samples 2000 --learning_rate 5e-6`. The steps and
 every option are in docs/recipes.md; the pipeline itself is `trl_crome.recipe`.

@@ -3,13 +3,23 @@ on the command line, and `trl-crome train` hands its options to that parser unto
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from accelerate.commands.config.config_args import ClusterConfig
+from accelerate.utils import DistributedType
 
 from trl_crome.augment import CromeAugmenterConfig
+from trl_crome.augment.presets import PAPER, PRESETS
 from trl_crome.cli import build_parser
-from trl_crome.recipe import RECIPE_SET_AUGMENT_FIELDS, CromeScriptArguments, parse_recipe_args
+from trl_crome.recipe import (
+    RECIPE_SET_AUGMENT_FIELDS,
+    SETTINGS,
+    CromeScriptArguments,
+    parse_recipe_args,
+    trainer_classes,
+)
 from trl_crome.trainer import CromeRewardConfig
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -20,7 +30,11 @@ MODEL_CONFIGS = {
     "qwen7b_full.yaml": ("Qwen/Qwen2.5-7B-Instruct", "full"),
     "gemma2b.yaml": ("google/gemma-2-2b-it", "full"),
     "gemma2b_lora.yaml": ("google/gemma-2-2b-it", "lora"),
+    "gemma9b_paper.yaml": ("google/gemma-2-9b-it", "paper"),
+    "qwen7b_paper.yaml": ("Qwen/Qwen2.5-7B-Instruct", "paper"),
+    "gemma2b_paper.yaml": ("google/gemma-2-2b-it", "paper"),
 }
+PAPER_CONFIGS = sorted(name for name, (_, mode) in MODEL_CONFIGS.items() if mode == "paper")
 # bf16 cannot be validated on a CPU-only machine; everything else is parsed as written.
 CPU = ["--bf16", "false"]
 
@@ -43,12 +57,91 @@ def test_model_config_settings(name):
     if mode == "lora":
         assert model_args.use_peft and model_args.lora_task_type == "SEQ_CLS"  # trains and saves the score head
         assert training_args.learning_rate == 1e-4
-    else:
+    elif mode == "full":
         assert not model_args.use_peft
         assert 2e-6 <= training_args.learning_rate <= 1e-5  # a full fine-tune, not TRL's LoRA default
+    else:  # the paper's values: test_paper_configs_carry_the_paper_hyper_parameters
+        assert not model_args.use_peft
     assert script_args.setting == "bt" and script_args.oracle == "gemini"
     assert script_args.baseline_model == "train" and augment_args.filter_tau == 0.2
+    assert_paper_preset_unchanged(augment_args)
+    assert training_args.ddp_timeout >= 86400  # several GPUs wait at a barrier while rank 0 augments
     assert script_args.rewardbench == "hub"
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("name", sorted(path.name for path in (RECIPES / "configs").glob("*.yaml")))
+def test_every_config_parses_in_both_settings(name, setting):
+    """TrlParser refuses a YAML key that no dataclass has, so a misspelt or removed field fails here."""
+    assert name in MODEL_CONFIGS or name == "tiny.yaml", f"{name} is not covered by MODEL_CONFIGS"
+    script_args, training_args, _, augment_args = parse(name, "--setting", setting)
+    assert script_args.setting == setting and isinstance(training_args, trainer_classes(setting)[1])
+    CromeAugmenterConfig(**vars(augment_args))  # the augmentation settings are a valid augmenter config
+
+
+def assert_paper_preset_unchanged(augment_args) -> None:
+    """Every model config augments with the paper preset and overrides none of its fields (a lite-style value left
+    in a YAML would silently mix the two pipelines); the training layout is all that differs between configs."""
+    assert augment_args.preset == PAPER
+    overridden = {
+        name: getattr(augment_args, name) for name in PRESETS[PAPER] if getattr(augment_args, name) is not None
+    }
+    assert not overridden, f"fields that override the paper preset: {overridden}"
+    config = CromeAugmenterConfig(**vars(augment_args))
+    assert {name: getattr(config, name) for name in PRESETS[PAPER]} == PRESETS[PAPER]
+    assert config.directions == ["degrade", "upgrade"]
+
+
+def launch_config(name: str) -> ClusterConfig:
+    """The accelerate config that the YAML's own launch command names (its header comment)."""
+    launch = re.search(r"--config_file (\S+)", (RECIPES / "configs" / name).read_text())
+    assert launch, f"{name} names no accelerate config in its launch command"
+    return ClusterConfig.from_yaml_file(RECIPES.parent / launch.group(1))
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_paper_configs_carry_the_paper_hyper_parameters(name, setting):
+    """Full fine-tuning, AdamW, 1 epoch, lr 1e-6, global batch 256 on 8 GPUs, cosine, warm-up 0.03, ZeRO-3,
+    lambda 1, tau 0.2 (arXiv 2506.16507, appendix), in both settings (the PairPM column adds --setting pairpm)."""
+    overrides = [] if setting == "bt" else ["--setting", "pairpm", "--max_length", "2048"]
+    script_args, training_args, model_args, augment_args = parse(name, *overrides)
+    accelerate = launch_config(name)
+    assert accelerate.distributed_type == DistributedType.DEEPSPEED
+    assert accelerate.deepspeed_config["zero_stage"] == 3 and accelerate.num_processes == 8
+    global_batch = (
+        training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * accelerate.num_processes
+    )
+    assert global_batch == 256
+    assert not model_args.use_peft and not model_args.load_in_4bit and not model_args.load_in_8bit
+    assert training_args.num_train_epochs == 1 and training_args.max_steps == -1
+    assert training_args.learning_rate == 1e-6
+    assert training_args.lr_scheduler_type == "cosine"
+    assert training_args.get_warmup_steps(1000) == 30  # warm-up ratio 0.03
+    assert training_args.optim.startswith("adamw")
+    assert training_args.tie_loss_weight == 1.0 and augment_args.filter_tau == 0.2
+    assert script_args.setting == setting and script_args.baseline_model == "train" and script_args.augment
+    assert_paper_preset_unchanged(augment_args)
+
+
+def test_memory_plan_covers_every_config_and_the_paper_configs_fit_80_gb(monkeypatch):
+    """benchmarks/recipe_memory.py plans every shipped model config (reading its shapes from the YAML) and the
+    paper's PairPM column; the paper configs' planned peaks leave room on 8 x 80 GB."""
+    monkeypatch.syspath_prepend(str(RECIPES.parent / "benchmarks"))
+    import recipe_memory
+
+    planned = {recipe.config for recipe in recipe_memory.RECIPES.values()}
+    assert planned == set(MODEL_CONFIGS)
+    for name in PAPER_CONFIGS:
+        variants = [recipe for recipe in recipe_memory.RECIPES.values() if recipe.config == name]
+        assert sorted(recipe.setting for recipe in variants) == ["bt", "pairpm"]
+        for recipe in variants:
+            _, training_args, _, _ = parse(name, "--setting", recipe.setting, "--max_length", str(recipe.max_length))
+            assert recipe.pairs_per_gpu == training_args.per_device_train_batch_size and recipe.gpus == 8
+            plan = recipe_memory.memory_plan(recipe, recipe_memory.build_config(recipe.model, tiny=False))
+            assert plan["total"] < 60, recipe.name  # GiB per GPU, before CUDA context and communication buffers
 
 
 @pytest.mark.parametrize("script", ["gemma9b", "qwen7b", "gemma2b"])
