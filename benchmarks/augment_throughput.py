@@ -118,7 +118,10 @@ def pipeline_figures(url: str, rows: int, workdir: Path) -> dict | None:
     from trl_crome.augment.augmenter import CromeAugmenter, CromeAugmenterConfig
 
     data = load_dataset("json", data_files=str(ULTRAFEEDBACK), split="train").select(range(rows))
-    config = CromeAugmenterConfig(output_dir=str(workdir / "pipeline"), show_progress=False, filter_augmented=False)
+    # The lite preset, as the figures in docs/oracles.md were measured (the server's generic answers carry no verdict).
+    config = CromeAugmenterConfig(
+        preset="lite", output_dir=str(workdir / "pipeline"), show_progress=False, filter_augmented=False
+    )
     augmenter = CromeAugmenter(make_oracle(url, 32), config)
     augmenter(data)
     summary = augmenter.summary
