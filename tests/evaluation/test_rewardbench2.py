@@ -92,6 +92,8 @@ def test_ties_formula_on_hand_made_rows_with_no_spread_and_nan_margin_terms():
         "3r+": 4, "3r-": 0, "3t+": 3, "3t-": 1,
         # prompt 4: ref margin 0 (not accurate), tied margin 1, spread 0 -> min margin 0 / 0 = NaN -> 0
         "4r+": 2, "4r-": 2, "4t+a": 2, "4t+b": 2, "4t-": 1,
+        # prompt 5: tied margin 3 - 1 = 2 equals its spread 5 - 3 = 2: not preferred (strictly greater is needed)
+        "5r+": 4, "5r-": 1, "5t+a": 5, "5t+b": 3, "5t-": 1,
     }  # fmt: skip
     rows = [
         row("ref:1", "Ties", ["1r+"], ["1r-a", "1r-b"]),
@@ -102,13 +104,15 @@ def test_ties_formula_on_hand_made_rows_with_no_spread_and_nan_margin_terms():
         row("tied:3", "Ties", ["3t+"], ["3t-"]),
         row("ref:4", "Ties", ["4r+"], ["4r-"]),
         row("tied:4", "Ties", ["4t+a", "4t+b"], ["4t-"]),
+        row("ref:5", "Ties", ["5r+"], ["5r-"]),
+        row("tied:5", "Ties", ["5t+a", "5t+b"], ["5t-"]),
     ]
     result = evaluate_rewardbench2(by_table(s), rows)
-    ref_accuracy = (1 + 0 + 1 + 0) / 4
-    tied_accuracy = (1 + 1 + 1 + 1) / 4
-    preferred = (0 + 1 + 0 + 1) / 4  # tied margin > spread: 1 > 2, 9 > 0, (no spread), 1 > 0
-    preferred_hard = (0 + 0 + 0 + 0) / 4  # min margin > spread: 1 > 2, -1 > 0, (no spread), 0 > 0
-    margin_term = (math.tanh(1 / 2 - 1) + math.tanh(-math.inf) + 0 + 0) / 4
+    ref_accuracy = (1 + 0 + 1 + 0 + 1) / 5
+    tied_accuracy = (1 + 1 + 1 + 1 + 1) / 5
+    preferred = (0 + 1 + 0 + 1 + 0) / 5  # tied margin > spread: 1 > 2, 9 > 0, (no spread), 1 > 0, 2 > 2
+    preferred_hard = (0 + 0 + 0 + 0 + 0) / 5  # min margin > spread: 1 > 2, -1 > 0, (no spread), 0 > 0, 2 > 2
+    margin_term = (math.tanh(1 / 2 - 1) + math.tanh(-math.inf) + 0 + 0 + math.tanh(2 / 2 - 1)) / 5
     score = 0.3 * tied_accuracy + 0.3 * ref_accuracy + 0.2 * preferred + 0.2 * preferred_hard + 0.01 * margin_term
     expected = {
         "tied_accuracy": tied_accuracy,
