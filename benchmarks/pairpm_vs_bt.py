@@ -70,7 +70,7 @@ def common_args(output_dir: str, args: argparse.Namespace) -> dict:
         logging_steps=5,
         report_to=[],
         bf16=False,
-        gradient_checkpointing=True,  # activations of a 30-layer model do not fit beside other jobs otherwise
+        activation_checkpointing=True,  # activations of a 30-layer model do not fit beside other jobs otherwise
         save_strategy="no",
         seed=args.seed,
         disable_tqdm=False,

@@ -202,7 +202,10 @@ def measure(recipe: Recipe, config: PretrainedConfig, steps: int, device: torch.
     dtype = torch.bfloat16 if recipe.lora and device.type == "cuda" else torch.float32
     model = AutoModelForSequenceClassification.from_config(config, dtype=dtype).to(device)
     model.config.use_cache = False
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # the current name; the old one warns where both exist
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if recipe.lora:
         model.enable_input_require_grads()
         model = get_peft_model(

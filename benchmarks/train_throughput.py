@@ -132,6 +132,7 @@ def run_one(args: argparse.Namespace) -> dict:
 
     from trl_crome import CromeRewardConfig, CromeRewardTrainer
     from trl_crome.models import smollm2_path
+    from trl_crome.trainer.config import activation_checkpointing_kwargs
 
     path = smollm2_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -146,7 +147,7 @@ def run_one(args: argparse.Namespace) -> dict:
         per_device_train_batch_size=args.batch_size,
         max_length=args.max_length,
         bf16=False,
-        gradient_checkpointing=False,
+        **activation_checkpointing_kwargs(False),  # shared by stock TRL's config and Crome's
         report_to=[],
         save_strategy="no",
         disable_tqdm=True,

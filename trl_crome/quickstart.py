@@ -176,7 +176,7 @@ def build_recipe_args(config: QuickstartConfig) -> tuple:
         max_length=config.max_length,
         bf16=False,
         use_cpu=True,
-        gradient_checkpointing=False,  # activations of a 135M model at 256 tokens are small: spend no recompute
+        activation_checkpointing=False,  # activations of a 135M model at 256 tokens are small: spend no recompute
         logging_steps=5,
         save_strategy="no",
         report_to="none",

@@ -167,7 +167,7 @@ def test_baseline_is_trained_once_on_the_original_pairs(tmp_path, tokenizer):
     tokenizer.save_pretrained(model_dir)
     training_args = CromeRewardConfig(
         output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2, max_length=64, bf16=False,
-        use_cpu=True, gradient_checkpointing=False, report_to="none", save_strategy="no", logging_steps=1,
+        use_cpu=True, activation_checkpointing=False, report_to="none", save_strategy="no", logging_steps=1,
         push_to_hub=False,
     )  # fmt: skip
     dataset = load_preference_data(str(default_dataset_path())).select(range(4))

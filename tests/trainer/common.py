@@ -16,7 +16,7 @@ def tiny_args(output_dir, **overrides) -> CromeRewardConfig:
         logging_steps=1,
         report_to=[],
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         save_strategy="no",
         seed=0,
         dataloader_num_workers=0,

@@ -52,7 +52,7 @@ def pairpm_args(output_dir, **overrides) -> CromePairPMConfig:
         logging_steps=1,
         report_to=[],
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         save_strategy="no",
         seed=0,
         dataloader_num_workers=0,

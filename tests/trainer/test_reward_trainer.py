@@ -10,6 +10,7 @@ from trl import RewardConfig, RewardTrainer
 from tests.helpers import tiny_reward_model
 from tests.trainer.common import mixed_pairs, tiny_args
 from trl_crome import CromeRewardTrainer
+from trl_crome.trainer.config import activation_checkpointing_kwargs
 
 
 def log_sigmoid(x: float) -> float:
@@ -63,7 +64,7 @@ def test_drop_in_same_loss_and_parameters_as_trl(tmp_path, tokenizer, with_margi
             logging_steps=1,
             report_to=[],
             bf16=False,
-            gradient_checkpointing=False,
+            **activation_checkpointing_kwargs(False),  # a stock RewardConfig: the name depends on transformers
             save_strategy="no",
             seed=0,
         )

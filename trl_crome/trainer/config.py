@@ -2,18 +2,67 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+from transformers import TrainingArguments
 from trl import RewardConfig
+
+# transformers renamed `gradient_checkpointing` to `activation_checkpointing` (5.24 warns on the old name, which TRL's
+# configs still set, default `True`); older versions, which `pyproject.toml` allows, know only the old name.
+HAS_ACTIVATION_CHECKPOINTING = "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}
+
+
+def activation_checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
+    """The keyword argument that turns activation checkpointing on or off in any `TrainingArguments`, a stock TRL
+    config included, under the name the installed transformers knows (no deprecation warning)."""
+    return {"activation_checkpointing" if HAS_ACTIVATION_CHECKPOINTING else "gradient_checkpointing": enabled}
 
 
 @dataclass
-class CromeRewardConfig(RewardConfig):
+class ActivationCheckpointingArguments:
+    """`activation_checkpointing` under its current name with every transformers version `pyproject.toml` allows, and
+    TRL's default (on) without a deprecation warning. Mixed in before a TRL config; call
+    `_resolve_activation_checkpointing()` at the start of `__post_init__`.
+
+    With a transformers that knows the new name it only replaces TRL's `gradient_checkpointing=True` default by
+    "unset" (on unless `activation_checkpointing` or the deprecated name says otherwise); with older versions it adds
+    the `activation_checkpointing` field and hands it to `gradient_checkpointing`.
+    """
+
+    if HAS_ACTIVATION_CHECKPOINTING:
+        gradient_checkpointing: bool | None = field(
+            default=None,
+            metadata={"help": "Deprecated alias of `activation_checkpointing`.", "nargs": "?", "const": True},
+        )
+    else:
+        activation_checkpointing: bool | None = field(
+            default=None,
+            metadata={
+                "help": "Recompute activations in the backward pass to save memory (on by default). The current name "
+                "of `gradient_checkpointing`.",
+                "nargs": "?",
+                "const": True,
+            },
+        )
+
+    def _resolve_activation_checkpointing(self) -> None:
+        if HAS_ACTIVATION_CHECKPOINTING:
+            if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+                self.activation_checkpointing = True  # TRL's default
+        elif self.activation_checkpointing is not None:
+            self.gradient_checkpointing = self.activation_checkpointing
+
+
+@dataclass
+class CromeRewardConfig(ActivationCheckpointingArguments, RewardConfig):
     r"""
     Configuration class for the [`CromeRewardTrainer`].
 
     This class adds to [`~trl.RewardConfig`] only the parameters of Crome's composite loss and of padding-free
-    training; every other parameter, and every default, is TRL's. For the full list of training arguments, see
+    training; every other parameter, and every default, is TRL's. Activation checkpointing is on by default, as in
+    TRL, and is set with `activation_checkpointing` with every supported transformers version (the deprecated
+    `gradient_checkpointing` still works). For the full list of training arguments, see
     [`~trl.RewardConfig`] and [`~transformers.TrainingArguments`]. To batch pairs of similar length together, use
     transformers' `train_sampling_strategy="group_by_length"`: the trainer adds the length column it reads.
 
@@ -93,6 +142,7 @@ class CromeRewardConfig(RewardConfig):
     )
 
     def __post_init__(self):
+        self._resolve_activation_checkpointing()
         super().__post_init__()
         if self.prefix_sharing:
             self.padding_free = True

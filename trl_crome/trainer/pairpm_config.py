@@ -8,16 +8,18 @@ from typing import Any
 from trl.trainer.base_config import _BaseConfig
 
 from ..pairpm import DEFAULT_TEMPLATE_VERSION, PAIRPM_TEMPLATES
+from .config import ActivationCheckpointingArguments
 
 
 @dataclass
-class CromePairPMConfig(_BaseConfig):
+class CromePairPMConfig(ActivationCheckpointingArguments, _BaseConfig):
     r"""
     Configuration class for the [`CromePairPMTrainer`].
 
     This class includes only the parameters that are specific to PairPM training. For the full list of training
     arguments, see [`~transformers.TrainingArguments`]. Defaults shared by all TRL trainers (`logging_steps=10`,
-    `gradient_checkpointing=True`, `bf16=True` unless `fp16`) apply here too.
+    activation checkpointing on, `bf16=True` unless `fp16`) apply here too; activation checkpointing is set with
+    `activation_checkpointing` with every supported transformers version, as in [`CromeRewardConfig`].
 
     Parameters:
         > Parameters that control the model
@@ -125,6 +127,7 @@ class CromePairPMConfig(_BaseConfig):
     )
 
     def __post_init__(self):
+        self._resolve_activation_checkpointing()
         super().__post_init__()
         if self.tie_loss_weight < 0:
             raise ValueError(f"`tie_loss_weight` must be >= 0, got {self.tie_loss_weight}.")

@@ -201,7 +201,11 @@ class CromeRewardTrainer(CromeModelCardMixin, RewardTrainer):
             self.train_kind_counts = self._count_kinds(dataset, columns)
             # transformers' length-grouped samplers read a length column; TRL's datasets have none.
             length_column = args.length_column_name
-            if args.train_sampling_strategy in ("group_by_length", "batch_rebalance") and length_column not in columns:
+            # `group_by_length` became `train_sampling_strategy="group_by_length"` in transformers 5.2.
+            strategy = getattr(args, "train_sampling_strategy", None)
+            if strategy is None and getattr(args, "group_by_length", False):
+                strategy = "group_by_length"
+            if strategy in ("group_by_length", "batch_rebalance") and length_column not in columns:
                 dataset = dataset.map(_add_length, fn_kwargs={"length_column": length_column})
         if getattr(args, "prefix_sharing", False) or getattr(args, "group_by_prompt", False):
             if PROMPT_LENGTH_COLUMN not in columns:
