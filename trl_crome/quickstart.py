@@ -49,11 +49,11 @@ class QuickstartConfig:
             RewardBench file or `"hub"`. Unset: `../shared/data/rewardbench/filtered.jsonl` beside the project when it
             exists, else the Hub when reachable, else a held-out part of the data.
         rewardbench_per_subset (`int`, *optional*, defaults to `3`):
-            RewardBench pairs scored per subset.
+            RewardBench pairs scored per subset. Held-out pairs (when RewardBench is not available) are all scored.
         transforms (`list[str]`):
             Robustness transformations.
         robustness_per_subset (`int`, *optional*, defaults to `1`):
-            RewardBench pairs per subset that are transformed.
+            RewardBench pairs per subset that are transformed. Held-out pairs are all transformed.
         identify_rubrics (`bool`, *optional*, defaults to `False`):
             Ask the oracle for each prompt's causal attributes. Off by default: a 135M model rarely writes the rubric
             JSON correctly, so the seeded fallback attributes (correctness, relevance, ...) are used instead.
@@ -143,15 +143,18 @@ def build_recipe_args(config: QuickstartConfig) -> tuple:
     smollm2 = str(smollm2_path())
     dataset_name = config.dataset or str(default_dataset_path())
     rewardbench, rewardbench_note = resolve_rewardbench(config)
+    per_subset, robustness_per_subset = config.rewardbench_per_subset, config.robustness_per_subset
     if rewardbench is None:
-        # Hold out a quarter of the data: the pairs are scored like a RewardBench subset of their own.
+        # Hold out a quarter of the data: the pairs are scored like a RewardBench subset of their own, every one of
+        # them (the per-subset sample sizes are for RewardBench's 23 subsets, not for one subset of 15 pairs).
         data = load_preference_data(dataset_name)
         held_out_file = output_dir / "held_out_rewardbench.jsonl"
         train_data: Dataset = hold_out_rewardbench(data, 0.25, config.seed, held_out_file)
         train_file = output_dir / "train_pairs.jsonl"
         train_data.to_json(str(train_file), lines=True)
         dataset_name, rewardbench = str(train_file), str(held_out_file)
-        rewardbench_note += f"; evaluating on {len(data) - len(train_data)} held-out pairs of the training data"
+        per_subset = robustness_per_subset = len(data) - len(train_data)
+        rewardbench_note += f"; evaluating on {per_subset} held-out pairs of the training data"
 
     script_args = CromeScriptArguments(
         dataset_name=dataset_name,
@@ -161,9 +164,9 @@ def build_recipe_args(config: QuickstartConfig) -> tuple:
         # Short answers keep the local generation fast; longer ones fail validation as "truncated".
         oracle_kwargs={"batch_size": 16, "max_new_tokens": 128},
         rewardbench=rewardbench,
-        rewardbench_per_subset=config.rewardbench_per_subset,
+        rewardbench_per_subset=per_subset,
         robustness_transforms=list(config.transforms),
-        robustness_per_subset=config.robustness_per_subset,
+        robustness_per_subset=robustness_per_subset,
     )
     training_args = CromeRewardConfig(
         output_dir=str(output_dir / "model"),
@@ -219,8 +222,17 @@ def format_report(result, rewardbench_note: str, seconds: float) -> str:
         if key in metrics:
             lines.append(f"{label:<45} {metrics[key]:.4f}")
     lines += ["", f"Evaluation data: {rewardbench_note}", ""]
-    if result.rewardbench is not None:
-        lines += [result.rewardbench.to_markdown(), ""]
+    rewardbench = result.rewardbench
+    if rewardbench is not None and set(rewardbench.subset_accuracy) == {HELD_OUT_SUBSET}:
+        # No RewardBench section to weight: the headline is the plain accuracy on the held-out pairs.
+        correct = round(rewardbench.subset_accuracy[HELD_OUT_SUBSET] * rewardbench.num_pairs)
+        accuracy = 100 * correct / rewardbench.num_pairs
+        lines += [
+            f"## Held-out accuracy: {accuracy:.2f}% ({correct} of {rewardbench.num_pairs} pairs ranked correctly)",
+            "",
+        ]
+    elif rewardbench is not None:
+        lines += [rewardbench.to_markdown(), ""]
     if result.robustness is not None:
         lines += [result.robustness.to_markdown(), ""]
     lines += [f"Model, card and reports: {result.output_dir}", f"Total time: {seconds / 60:.1f} min", ""]

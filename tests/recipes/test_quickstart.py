@@ -3,8 +3,6 @@ Hub, or a held-out part of the data), the arguments it gives the recipe, its rep
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from datasets import Dataset
 
@@ -73,8 +71,10 @@ def test_recipe_args_hold_out_when_no_rewardbench(tmp_path, monkeypatch):
     (script_args, training_args, model_args, augment_args), note = build_recipe_args(
         QuickstartConfig(output_dir=str(tmp_path / "qs"), num_pairs=10, max_steps=3)
     )
-    assert "held-out" in note
+    assert "evaluating on 15 held-out pairs" in note
     assert script_args.rewardbench == str(tmp_path / "qs" / "held_out_rewardbench.jsonl")
+    # Every held-out pair is scored and transformed: the per-subset samples are for RewardBench's many subsets.
+    assert script_args.rewardbench_per_subset == script_args.robustness_per_subset == 15
     assert len(load_preference_data(script_args.dataset_name)) == 47
     assert script_args.oracle == "transformers" and script_args.max_train_samples == 10
     assert training_args.max_steps == 3 and training_args.bf16 is False and training_args.use_cpu is True
@@ -99,24 +99,23 @@ def test_report_has_every_part():
     assert "Evaluation data: RewardBench from somewhere" in report and "Total time: 1.5 min" in report
 
 
+def test_report_headline_is_the_held_out_accuracy():
+    rows = [{"id": i, "subset": HELD_OUT_SUBSET, "prompt": "p", "chosen": "a", "rejected": "b"} for i in range(15)]
+    rewardbench = score_rewardbench(rows, {"margin": [1.0] * 11 + [-1.0] * 4})
+    report = format_report(RecipeResult(output_dir="out", rewardbench=rewardbench), "held out", seconds=60)
+    assert "## Held-out accuracy: 73.33% (11 of 15 pairs ranked correctly)" in report
+    assert "nan" not in report and "Overall" not in report
+
+
 @pytest.mark.slow
-def test_quickstart_runs_end_to_end(tmp_path):
-    """A small real run: SmolLM2-135M writes the rewrites, a SmolLM2 reward model trains 2 steps, the evaluation
-    uses a RewardBench-format file written here (so the test needs no shared data)."""
-    rewardbench = tmp_path / "rewardbench.jsonl"
-    rows = [
-        {"id": 0, "subset": "alpacaeval-easy", "prompt": "Name a fruit.", "chosen": "An apple.", "rejected": "A car."},
-        {"id": 1, "subset": "hep-python", "prompt": "Add 1 and 1.", "chosen": "1 + 1 = 2", "rejected": "1 + 1 = 3"},
-    ]
-    rewardbench.write_text("".join(json.dumps(row) + "\n" for row in rows))
+def test_quickstart_runs_end_to_end(tmp_path, monkeypatch):
+    """A small real run, offline as on a laptop without the shared data: SmolLM2-135M writes the rewrites, a SmolLM2
+    reward model trains 2 steps, and every one of the 15 held-out pairs is scored (the report's headline)."""
+    import trl_crome.quickstart as quickstart
+
+    monkeypatch.setattr(quickstart, "SHARED_REWARDBENCH", tmp_path / "absent.jsonl")  # conftest: the Hub is offline
     config = QuickstartConfig(
-        output_dir=str(tmp_path / "qs"),
-        num_pairs=3,
-        max_steps=2,
-        max_length=128,
-        rewardbench=str(rewardbench),
-        transforms=["add_quotes"],
-        robustness_per_subset=1,
+        output_dir=str(tmp_path / "qs"), num_pairs=3, max_steps=2, max_length=128, transforms=["add_quotes"]
     )
     result, report = run_quickstart(config)
     summary = result.augmentation
@@ -124,7 +123,14 @@ def test_quickstart_runs_end_to_end(tmp_path):
     assert summary.calls == 6  # one degrade and one upgrade rewrite per pair, no rubric calls
     assert summary.pairs["causal"] + sum(summary.rejects.values()) == 6
     assert summary.pairs["neutral"] == 3 + summary.pairs["causal"]
-    assert result.rewardbench.num_pairs == 2 and result.robustness.per_transform["add_quotes"]["changed"] == 2
-    assert "## RewardBench (2 pairs)" in report and "## Robustness" in report
+    rewardbench = result.rewardbench
+    assert rewardbench.num_pairs == 15 and set(rewardbench.subset_accuracy) == {HELD_OUT_SUBSET}
+    assert result.robustness.per_transform["add_quotes"]["changed"] == 15
+    correct = round(15 * rewardbench.subset_accuracy[HELD_OUT_SUBSET])
+    assert f"## Held-out accuracy: {100 * correct / 15:.2f}% ({correct} of 15 pairs" in report
+    assert "nan" not in report and "## Robustness" in report
     assert (tmp_path / "qs" / "report.md").read_text() == report
+    card = (tmp_path / "qs" / "model" / "README.md").read_text()
+    assert f"({correct} of 15 pairs ranked correctly; subsets: {HELD_OUT_SUBSET})" in card and "nan" not in card
+    assert "fine-tuned version of `SmolLM2-135M-Instruct` (a local model folder)" in card
     assert isinstance(load_preference_data(str(tmp_path / "qs" / "model" / "crome_data" / "dataset")), Dataset)

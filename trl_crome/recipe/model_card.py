@@ -48,9 +48,17 @@ def model_card_sections(script_args, model_args, augment_args, result: RecipeRes
             lines += ["", "Rejected rewrites: " + ", ".join(f"{k} {v}" for k, v in summary.rejects.items())]
         sections["Crome augmentation"] = "\n".join(lines)
 
-    if result.rewardbench is not None:
+    rewardbench = result.rewardbench
+    if rewardbench is not None and rewardbench.section_scores:
         # The result's own markdown starts with a level-2 title; the card nests it under "Crome training".
-        sections["Evaluation: RewardBench"] = result.rewardbench.to_markdown().split("\n", 2)[2]
+        sections["Evaluation: RewardBench"] = rewardbench.to_markdown().split("\n", 2)[2]
+    elif rewardbench is not None:  # no RewardBench subset (e.g. held-out pairs): no section weighting, no overall
+        counts = rewardbench.subset_counts
+        correct = round(sum(accuracy * counts[subset] for subset, accuracy in rewardbench.subset_accuracy.items()))
+        sections["Evaluation: accuracy"] = (
+            f"{100 * correct / rewardbench.num_pairs:.2f}% ({correct} of {rewardbench.num_pairs} pairs ranked "
+            f"correctly; subsets: {', '.join(sorted(counts))})"
+        )
     if result.robustness is not None:
         robustness = result.robustness
         changed = [info for info in robustness.per_transform.values() if info["changed"]]
