@@ -1,36 +1,27 @@
-"""The recipe end to end under `accelerate launch` with 2 CPU processes: a tiny random Llama reward model (real
-SmolLM2 tokenizer) is trained on pairs of the package's own preference set, augmented through the real
-`GeminiOracle` talking to a local Gemini REST server with scripted answers (an LLM cannot run in a test), filtered
-with a baseline model, evaluated on a tiny RewardBench-format file and a robustness check, saved with its card.
-
-accelerate's `--cpu` launcher starts one process unless it is given an MPI hostfile, so the processes are started by
-its torch-elastic launcher (`--multi_gpu`) and join a gloo group because the config sets `use_cpu: true`."""
+"""The recipe end to end under `accelerate launch` with 2 CPU processes and DeepSpeed ZeRO-3 (the CPU variant of
+`recipes/accelerate_configs/deepspeed_zero3.yaml`, see `tests/distributed/harness.py`): a tiny random Llama reward
+model (real SmolLM2 tokenizer), built sharded by `zero3_init_flag`, is trained on pairs of the package's own
+preference set, augmented through the real `GeminiOracle` talking to a local Gemini REST server with scripted answers
+(an LLM cannot run in a test), filtered with a baseline model, saved gathered by `zero3_save_16bit_model`, evaluated
+on a tiny RewardBench-format file and a robustness check, and given its card."""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.augment.scripted import gemini_responder
+from tests.distributed.harness import assert_ran, cpu_variant, launch
 from tests.helpers import smollm2_tokenizer, tiny_reward_model
 from tests.servers.gemini import GeminiServer
 from trl_crome.quickstart import default_dataset_path
 
 REPO = Path(__file__).resolve().parents[2]
 NUM_PAIRS = 6
+FAKE_KEY = "test-key-not-a-secret"
 REWARDBENCH_SUBSETS = ("alpacaeval-easy", "mt-bench-hard", "donotanswer", "hep-python")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_rewardbench(path: Path) -> None:
@@ -59,21 +50,8 @@ def recipe_run(tmp_path_factory):
     rewardbench = tmp / "rewardbench.jsonl"
     write_rewardbench(rewardbench)
     output_dir = tmp / "out"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "GEMINI_API_KEY": "test-key-not-a-secret",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
     with GeminiServer(responder=gemini_responder) as server:
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch",
-            "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-            str(REPO / "recipes" / "crome.py"),
+        arguments = [
             "--config", str(REPO / "recipes" / "configs" / "tiny.yaml"),
             "--model_name_or_path", str(model_dir),
             "--dataset_name", str(default_dataset_path()),
@@ -86,8 +64,9 @@ def recipe_run(tmp_path_factory):
             "--rewardbench", str(rewardbench),
             "--output_dir", str(output_dir),
         ]  # fmt: skip
-        process = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
-    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-6000:]
+        config = cpu_variant("deepspeed_zero3", tmp)
+        process = launch(REPO / "recipes" / "crome.py", *arguments, config=config, cwd=tmp, GEMINI_API_KEY=FAKE_KEY)
+    assert_ran(process)
     return output_dir, process, model_dir
 
 
@@ -106,7 +85,7 @@ def test_recipe_trains_evaluates_and_saves(recipe_run):
     assert (output_dir / "crome_data" / "dataset" / "dataset_info.json").exists()
 
     # Two steps of 2 pairs on each of 2 processes, logged every step.
-    assert results["world_size"] == 2
+    assert results["world_size"] == 2 and results["distributed_type"] == "DEEPSPEED"
     assert results["train_metrics"]["epoch"] > 0
     assert 0.0 <= results["train_metrics"]["accuracy"] <= 1.0
 

@@ -6,12 +6,7 @@ Models are tiny random Llama causal LMs built from a config, with the real SmolL
 from __future__ import annotations
 
 import json
-import os
 import random
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -581,73 +576,3 @@ def test_folder_without_a_template_entry_gets_the_default_with_a_warning(tmp_pat
 def test_unknown_template_version_is_rejected(tmp_path):
     with pytest.raises(ValueError, match=r"unknown `template_version` 'pairpm@9'.*pairpm@1.*pairpm@2"):
         pairpm_args(tmp_path, template_version="pairpm@9")
-
-
-def _multiprocess_run(output_dir: str, per_device_batch_size: int) -> None:
-    """Train 2 SGD steps, evaluate, and write the weights and the logs (rank 0); run in-process or under accelerate."""
-    tokenizer = smollm2_tokenizer()
-    args = pairpm_args(
-        output_dir,
-        max_steps=2,
-        optim="sgd",
-        learning_rate=0.5,
-        per_device_train_batch_size=per_device_batch_size,
-        per_device_eval_batch_size=per_device_batch_size,
-        use_cpu=True,
-    )
-    trainer = CromePairPMTrainer(
-        tiny_causal_lm(tokenizer),
-        args=args,
-        train_dataset=synthetic_pairs(6, 2),
-        eval_dataset=synthetic_pairs(6, 3, seed=4),  # 9 pairs, not a multiple of the global batch
-        processing_class=tokenizer,
-    )
-    trainer.train()
-    trainer.evaluate()
-    if trainer.is_world_process_zero():
-        torch.save(trainer.model.state_dict(), os.path.join(output_dir, "weights.pt"))
-        logs = {"world_size": trainer.args.world_size, "log_history": trainer.state.log_history}
-        Path(output_dir, "logs.json").write_text(json.dumps(logs))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    """Two real processes joined by gloo (`DistributedType.MULTI_CPU`; accelerate's `--cpu` launcher would start only
-    one, so its torch-elastic launcher is used with `use_cpu=True`) with 2 pairs each equal one process with 4."""
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command += ["--main_process_port", str(free_port()), "-m", "tests.trainer.test_pairpm", str(tmp_path / "ddp")]
-    completed = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=540)
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    _multiprocess_run(str(tmp_path / "single"), per_device_batch_size=4)
-
-    ddp = json.loads((tmp_path / "ddp" / "logs.json").read_text())
-    single = json.loads((tmp_path / "single" / "logs.json").read_text())
-    assert (ddp["world_size"], single["world_size"]) == (2, 1)
-    ddp_logs, single_logs = ddp["log_history"], single["log_history"]
-    assert len(ddp_logs) == len(single_logs) == 4  # 2 training steps, the training summary, the evaluation
-    keys = ["loss", "accuracy", "tie_p_deviation", "position_bias", "loss/original", "loss/neutral"]
-    keys += ["count/original", "count/neutral", "eval_loss", "eval_accuracy", "eval_tie_p_deviation"]
-    for ddp_entry, single_entry in zip(ddp_logs, single_logs):
-        for key in keys:
-            if key in single_entry:
-                assert ddp_entry[key] == pytest.approx(single_entry[key], rel=1e-4, abs=1e-6), key
-    # Pairs gathered from both processes are counted once, even where the sampler pads the last batch.
-    assert ddp_logs[-1]["eval_count/original"] + ddp_logs[-1]["eval_count/neutral"] == 9
-
-    ddp_weights = torch.load(tmp_path / "ddp" / "weights.pt")
-    single_weights = torch.load(tmp_path / "single" / "weights.pt")
-    for name, value in single_weights.items():
-        torch.testing.assert_close(ddp_weights[name], value, rtol=1e-4, atol=1e-6, msg=name)
-
-
-if __name__ == "__main__":  # the worker of the multi-process test, under `accelerate launch`
-    _multiprocess_run(sys.argv[1], per_device_batch_size=2)

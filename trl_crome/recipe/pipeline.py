@@ -36,6 +36,7 @@ class RecipeResult:
 
     output_dir: str
     world_size: int = 1  # training processes
+    distributed_type: str = "NO"  # accelerate's: "MULTI_GPU", "DEEPSPEED", "FSDP", ...
     augmentation: Any = None  # AugmentationSummary
     train_metrics: dict[str, float] = field(default_factory=dict)
     rewardbench: Any = None  # RewardBenchResult
@@ -48,6 +49,7 @@ class RecipeResult:
         return {
             "output_dir": self.output_dir,
             "world_size": self.world_size,
+            "distributed_type": self.distributed_type,
             "augmentation": self.augmentation.to_dict() if self.augmentation is not None else None,
             "train_metrics": self.train_metrics,
             **{name: value.to_dict() if value is not None else None for name, value in evaluations.items()},
@@ -94,6 +96,7 @@ def run_recipe(script_args, training_args, model_args, augment_args) -> RecipeRe
     trainer = train(trainer_class, model_args, training_args, train_dataset, eval_dataset)
     result.train_metrics = last_train_metrics(trainer.state.log_history)
     result.world_size = trainer.args.world_size
+    result.distributed_type = str(trainer.accelerator.distributed_type.value)
 
     # 4. Evaluation of the saved model, on the main process (the others wait at the barrier below)
     if trainer.is_world_process_zero():

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,16 +190,44 @@ def _eval_dtype(training_args):
     return torch.bfloat16 if training_args.bf16 else (torch.float16 if training_args.fp16 else None)
 
 
+@contextmanager
+def whole_model_loading(training_args):
+    """Within it, `from_pretrained` builds a whole model in this process, also under DeepSpeed ZeRO-3.
+
+    With ZeRO-3 (and `zero3_init_flag`), transformers builds every model inside `deepspeed.zero.Init`, which shards
+    the parameters across all processes as they are created and so waits for every other process: a model loaded by
+    the main process alone (the filter's baseline, the evaluation of the saved model) would hang forever. The
+    DeepSpeed config is set aside while such a model loads and put back afterwards.
+    """
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    # The object transformers reads: `TrainingArguments(deepspeed=...)` keeps it, accelerate's plugin keeps its own.
+    config = getattr(training_args, "hf_deepspeed_config", None) or getattr(plugin, "dschf", None)
+    if config is None or not is_deepspeed_zero3_enabled():
+        yield
+        return
+    from transformers.integrations import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(config)
+
+
 def load_scorer(setting: str, model_dir: str | os.PathLike, training_args, chat_template: bool):
-    """A scorer of a saved model: a [`~trl_crome.evaluation.RewardScorer`] (bt) or a `PairPMScorer` (pairpm)."""
+    """A scorer of a saved model, whole in this process: a [`~trl_crome.evaluation.RewardScorer`] (bt) or a
+    `PairPMScorer` (pairpm)."""
     kwargs = {"batch_size": training_args.per_device_eval_batch_size, "torch_dtype": _eval_dtype(training_args)}
-    if setting == "pairpm":
-        from ..evaluation.pairpm import PairPMScorer
+    with whole_model_loading(training_args):
+        if setting == "pairpm":
+            from ..evaluation.pairpm import PairPMScorer
 
-        return PairPMScorer(model_dir, **kwargs)  # the template and max_length come from the folder's pairpm.json
-    from ..evaluation.scoring import RewardScorer
+            return PairPMScorer(model_dir, **kwargs)  # the template and max_length come from the folder's pairpm.json
+        from ..evaluation.scoring import RewardScorer
 
-    return RewardScorer(model_dir, max_length=training_args.max_length, chat_template=chat_template, **kwargs)
+        return RewardScorer(model_dir, max_length=training_args.max_length, chat_template=chat_template, **kwargs)
 
 
 def pairpm_margins(scorer):

@@ -397,6 +397,8 @@ class CromePairPMTrainer(CromeModelCardMixin, _BaseTrainer):
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         super()._save(output_dir, state_dict)
+        if not self.args.should_save:  # transformers calls `_save` on every process; one writes
+            return
         # The input format travels with the weights, so that `PairPMScorer(path)` rebuilds it exactly.
         pairpm = {
             "template_version": self.formatter.template.version,
