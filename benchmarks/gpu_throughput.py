@@ -1,4 +1,4 @@
-"""GPU training throughput and MFU: stock TRL `RewardTrainer` vs padding-free `CromeRewardTrainer`.
+"""GPU training throughput and MFU: stock TRL `RewardTrainer` vs `CromeRewardTrainer`, padded and padding-free.
 
 Qwen2.5-7B- and Gemma-2-2B-shaped reward models with random weights, built on the GPU from the configs written below
 (nothing is downloaded), bf16, gradient checkpointing, batches of UltraFeedback-like lengths (synthetic token ids whose
@@ -35,6 +35,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedTokenizer
 from trl import RewardConfig, RewardTrainer
 
 from trl_crome import CromeRewardConfig, CromeRewardTrainer
+from trl_crome.trainer.config import activation_checkpointing_kwargs
 
 H100_BF16_DENSE_FLOPS = 989e12
 
@@ -95,9 +96,11 @@ def pick_attention(model_name: str, requested: str, tiny: bool) -> str:
     return "sdpa"
 
 
-def build_model(model_name: str, attn: str, tiny: bool) -> torch.nn.Module:
+def build_model(model_name: str, attn: str, tiny: bool, **overrides) -> torch.nn.Module:
+    """A reward model of the named shape (tiny for `tiny`; `overrides` change any config value, e.g. the depth)."""
     config_class, kwargs = MODEL_CONFIGS[model_name]
-    config = config_class(**{**kwargs, **(TINY_OVERRIDES if tiny else {})}, num_labels=1, pad_token_id=PAD_ID)
+    kwargs = {**kwargs, **(TINY_OVERRIDES if tiny else {}), **overrides}
+    config = config_class(**kwargs, num_labels=1, pad_token_id=PAD_ID)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     torch.manual_seed(0)
@@ -142,63 +145,90 @@ def timed_steps(trainer, batches: list[list[dict]]) -> dict[str, float]:
     }
 
 
-def run_model(model_name: str, args: argparse.Namespace) -> None:
-    attn = pick_attention(model_name, args.attn, args.tiny)
-    model = build_model(model_name, attn, args.tiny)
-    non_embedding = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
-    pairs = synthetic_pairs(args.batch_size * args.steps, args.max_length, model.config.vocab_size)
-    batches = [pairs[i * args.batch_size : (i + 1) * args.batch_size] for i in range(args.steps)]
+TRAINERS = ("trl", "crome_padded", "crome_padding_free")
+
+
+def make_trainer(name: str, model, pairs: list[dict], settings: dict):
+    """Stock TRL `RewardTrainer`, or `CromeRewardTrainer` padded / padding-free, on pre-tokenized `pairs`."""
     tokenizer = placeholder_tokenizer()
-    settings = dict(
+    if name == "trl":
+        return RewardTrainer(
+            model, args=RewardConfig(**settings), train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
+        )
+    config = CromeRewardConfig(**settings, padding_free=name == "crome_padding_free")
+    return CromeRewardTrainer(model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)
+
+
+def trainer_settings(batch_size: int, max_length: int, attn: str) -> dict:
+    return dict(
         output_dir=tempfile.mkdtemp(),
-        per_device_train_batch_size=args.batch_size,
-        max_length=args.max_length,
+        per_device_train_batch_size=batch_size,
+        max_length=max_length,
         bf16=torch.cuda.is_available(),
-        gradient_checkpointing=True,
+        **activation_checkpointing_kwargs(True),  # shared by stock TRL's config and Crome's
         report_to=[],
         save_strategy="no",
         disable_tqdm=True,
         # flex attention compiles a kernel per shape: few distinct row lengths keep it from recompiling every step
         pad_to_multiple_of=128 if attn == "flex_attention" else None,
     )
-    print(
-        f"\n{model_name}: {non_embedding / 1e9:.2f}B non-embedding parameters, attention {attn}, {args.batch_size} "
-        f"pairs/step, max_length {args.max_length}, {args.steps} timed steps, device {model.device}",
-        flush=True,
-    )
-    results = {}
-    for name in ("trl", "crome_padding_free"):
-        if name == "trl":
-            trainer = RewardTrainer(
-                model,
-                args=RewardConfig(**settings),
-                train_dataset=Dataset.from_list(pairs),
-                processing_class=tokenizer,
-            )
-        else:
-            config = CromeRewardConfig(**settings, padding_free=True)
-            trainer = CromeRewardTrainer(
-                model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
-            )
-        results[name] = timed_steps(trainer, batches)
+
+
+def measure_model(
+    model_name: str, batch_size: int, max_length: int, steps: int, attn: str = "auto", tiny: bool = False
+) -> tuple[dict, dict[str, dict[str, float]]]:
+    """`(info, results)`: the same `steps` batches timed with each of `TRAINERS`; `results[trainer]` holds
+    `real_tok_s`, `computed_tok_s`, `padding`, `peak_gb`, `mfu` and `speedup` (pairs/s over stock TRL)."""
+    attn = pick_attention(model_name, attn, tiny)
+    model = build_model(model_name, attn, tiny)
+    non_embedding = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
+    pairs = synthetic_pairs(batch_size * steps, max_length, model.config.vocab_size)
+    batches = [pairs[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+    settings = trainer_settings(batch_size, max_length, attn)
+    info = {"model": model_name, "attn": attn, "non_embedding": non_embedding, "device": str(model.device)}
+    timings = {}
+    for name in TRAINERS:
+        trainer = make_trainer(name, model, pairs, settings)
+        timings[name] = timed_steps(trainer, batches)
         trainer.optimizer = None  # free the optimizer states before the next trainer
         del trainer
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    results = {}
+    for name, timing in timings.items():
+        real_per_s = timing["real_tokens"] / timing["seconds"]
+        results[name] = {
+            "real_tok_s": real_per_s,
+            "computed_tok_s": timing["computed_tokens"] / timing["seconds"],
+            "padding": 1 - timing["real_tokens"] / timing["computed_tokens"],
+            "peak_gb": timing["peak_gb"],
+            "mfu": 6 * non_embedding * real_per_s / H100_BF16_DENSE_FLOPS,
+            "speedup": timings["trl"]["seconds"] / timing["seconds"],  # same pairs: the ratio of pairs/s
+        }
+    return info, results
 
+
+def run_model(model_name: str, args: argparse.Namespace) -> None:
+    info, results = measure_model(model_name, args.batch_size, args.max_length, args.steps, args.attn, args.tiny)
+    print(
+        f"\n{model_name}: {info['non_embedding'] / 1e9:.2f}B non-embedding parameters, attention {info['attn']}, "
+        f"{args.batch_size} pairs/step, max_length {args.max_length}, {args.steps} timed steps, device "
+        f"{info['device']}",
+        flush=True,
+    )
     print(
         f"{'trainer':<20} {'real tok/s':>11} {'computed tok/s':>15} {'padding':>8} {'peak GB':>8} {'MFU':>6} "
         f"{'vs TRL':>7}"
     )
     for name, result in results.items():
-        real_per_s = result["real_tokens"] / result["seconds"]
-        mfu = 6 * non_embedding * real_per_s / H100_BF16_DENSE_FLOPS
-        speedup = results["trl"]["seconds"] / result["seconds"]  # same pairs: the ratio of pairs/s
         print(
-            f"{name:<20} {real_per_s:11.0f} {result['computed_tokens'] / result['seconds']:15.0f} "
-            f"{1 - result['real_tokens'] / result['computed_tokens']:8.1%} {result['peak_gb']:8.1f} {mfu:6.1%} "
-            f"{speedup:6.2f}x"
+            f"{name:<20} {result['real_tok_s']:11.0f} {result['computed_tok_s']:15.0f} {result['padding']:8.1%} "
+            f"{result['peak_gb']:8.1f} {result['mfu']:6.1%} {result['speedup']:6.2f}x"
         )
 
 

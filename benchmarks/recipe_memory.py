@@ -117,6 +117,8 @@ def shrink(config: PretrainedConfig) -> PretrainedConfig:
     )
     if head_dim is not None and hasattr(config, "head_dim"):
         config.head_dim = 32
+    if getattr(config, "layer_types", None):  # Gemma-2 alternates sliding and global attention, one entry per layer
+        config.layer_types = config.layer_types[: config.num_hidden_layers]
     return config
 
 
