@@ -11,9 +11,10 @@ with random weights built from the real models' shapes (nothing is downloaded), 
    padding-free at least 1.5x.
 3. **Recipe memory**: peak memory of a few training steps of the gemma2b-full and gemma9b-LoRA recipe shapes against
    the plan of docs/recipes.md (`recipe_memory.py`); the measured peak must stay within 10% above the plan.
-4. **ZeRO-3 on one GPU**: 20 steps of the gemma2b-shaped recipe (full fine-tuning, bf16, eager attention, 8 pairs of
-   up to 1024 tokens, learning rate 5e-6) under `accelerate launch` with `recipes/accelerate_configs/
-   deepspeed_zero3.yaml` (one process), then the 16-bit save reloaded with `from_pretrained`: its rewards must equal
+4. **ZeRO-3 on one GPU**: 20 steps of the gemma2b-shaped recipe (full fine-tuning, bf16, eager attention, the
+   batch, `max_length` and learning rate of recipes/configs/gemma2b.yaml) under `accelerate launch` with
+   `recipes/accelerate_configs/deepspeed_zero3.yaml` (one process), then the 16-bit save reloaded with
+   `from_pretrained`: its rewards must equal
    those of the model in the DeepSpeed engine.
 
     python benchmarks/gpu_check.py                # a CUDA machine (PYTHONPATH=. when trl_crome is not installed)
@@ -26,6 +27,7 @@ Exit status 1 when a row fails. Needs torch, transformers, accelerate, peft, trl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import math
@@ -54,7 +56,7 @@ from gpu_throughput import (  # noqa: E402
     synthetic_pairs,
     trainer_settings,
 )
-from recipe_memory import RECIPES, Recipe, build_config, measure, memory_plan  # noqa: E402
+from recipe_memory import RECIPES, build_config, measure, memory_plan  # noqa: E402
 
 SHAPES = ("qwen2.5-7b", "gemma-2-2b")
 PADDED_MIN_SPEEDUP, PADDING_FREE_GOAL = 0.97, 1.5
@@ -170,7 +172,8 @@ def check_recipe_memory(tiny: bool) -> list[Row]:
         started = time.perf_counter()
         recipe = RECIPES[name]
         if tiny:
-            recipe = Recipe(recipe.name, recipe.model, recipe.lora, recipe.gpus, min(recipe.pairs_per_gpu, 2), 64)
+            tiny_settings = {"per_device_train_batch_size": min(recipe.pairs_per_gpu, 2), "max_length": 64}
+            recipe = dataclasses.replace(recipe, overrides={**recipe.overrides, **tiny_settings})
         config = build_config(recipe.model, tiny)
         plan = memory_plan(recipe, config)
         measured = measure(recipe, config, steps=2 if tiny else 3, device=device)
@@ -224,13 +227,16 @@ def zero3_worker(output_dir: Path, tiny: bool) -> None:
 
     from trl_crome import CromeRewardConfig, CromeRewardTrainer
 
-    batch_size, max_length, steps = (2, 64, 3) if tiny else (8, 1024, 20)
+    recipe = RECIPES["gemma2b-full"].settings  # recipes/configs/gemma2b.yaml
+    batch_size, max_length, steps = (
+        (2, 64, 3) if tiny else (recipe["per_device_train_batch_size"], recipe["max_length"], 20)
+    )
     args = CromeRewardConfig(
         output_dir=str(output_dir / "model"),
         per_device_train_batch_size=batch_size,
         max_length=max_length,
         max_steps=steps,
-        learning_rate=5e-6,  # recipes/configs/gemma2b.yaml
+        learning_rate=recipe["learning_rate"],
         lr_scheduler_type="constant",
         bf16=not tiny,
         use_cpu=tiny,
