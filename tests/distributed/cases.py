@@ -57,15 +57,14 @@ def write_base_models(directory: Path) -> Path:
     return directory
 
 
-def reward_args(context: Context, **overrides):
-    return tiny_args(
-        context.output_dir,
+def run_settings(context: Context) -> dict:
+    """What every case's training config shares: this world's batch, the steps, a log line per step, CPU."""
+    return dict(
         per_device_train_batch_size=context.batch_size,
         per_device_eval_batch_size=context.batch_size,
         max_steps=STEPS,
         logging_steps=1,
         use_cpu=True,
-        **overrides,
     )
 
 
@@ -74,7 +73,7 @@ def reward_trainer(context: Context, peft_config=None, **overrides):
 
     return CromeRewardTrainer(
         str(context.models / "tiny-rm"),
-        args=reward_args(context, **overrides),
+        args=tiny_args(context.output_dir, **run_settings(context), **overrides),
         train_dataset=mixed_pairs(32),
         eval_dataset=mixed_pairs(18),  # not a multiple of the global batch: checks the de-duplicated gathering
         processing_class=context.tokenizer,
@@ -104,17 +103,9 @@ def bt_lora(context: Context):
 def pairpm(context: Context):
     from trl_crome.trainer.pairpm_trainer import CromePairPMTrainer
 
-    args = pairpm_args(
-        context.output_dir,
-        per_device_train_batch_size=context.batch_size,
-        per_device_eval_batch_size=context.batch_size,
-        max_steps=STEPS,
-        logging_steps=1,
-        use_cpu=True,
-    )
     return CromePairPMTrainer(
         str(context.models / "tiny-lm"),
-        args=args,
+        args=pairpm_args(context.output_dir, **run_settings(context)),
         train_dataset=synthetic_pairs(24, 8),
         eval_dataset=synthetic_pairs(6, 3, seed=4),  # 9 pairs, not a multiple of the global batch
         processing_class=context.tokenizer,
