@@ -119,6 +119,8 @@ def test_model_card_carries_the_crome_settings_and_results(recipe_run):
     assert f"Base model: `{model_dir.name}`" in card and f"fine-tuned version of `{model_dir.name}`" in card
     assert f"Preference data: `{default_dataset_path().name}`" in card
     assert "Oracle: `gemini` / `backend default`" in card
+    # The settings the augmenter ran with (its preset resolved), not the unset fields of the command line.
+    assert "- Preset: `lite`" in card and "per row / per original / per causal pair: 0.0 / 1 / 1" in card
     assert f"Baseline filter: tau = 0.0 (baseline `{model_dir.name}`)" in card
     assert "directions degrade, upgrade" in card
     # Evaluation results: the RewardBench table and the robustness drop.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 
+from ..augment.presets import apply_preset
 from ..trainer.model_card import public_name
 
 if TYPE_CHECKING:
@@ -27,14 +29,18 @@ def model_card_sections(script_args, model_args, augment_args, result: RecipeRes
 
     if result.augmentation is not None:
         summary = result.augmentation
-        tau = augment_args.filter_tau if script_args.baseline_model and augment_args.filter_augmented else None
+        # The settings the augmenter ran with: the preset fills the fields the recipe left unset.
+        augment = copy.copy(augment_args)
+        apply_preset(augment, augment.preset)
+        tau = augment.filter_tau if script_args.baseline_model and augment.filter_augmented else None
         lines = [
             f"- Oracle: `{script_args.oracle}` / `{public_name(script_args.oracle_model) or 'backend default'}`",
-            f"- Causal rewrites: directions {', '.join(augment_args.directions)}; "
-            f"{augment_args.attributes_per_example} attribute(s) per example; rubrics from the oracle: "
-            f"{augment_args.identify_rubrics}",
-            f"- Neutral (IQN) pairs per original / causal pair: {augment_args.neutrals_per_original} / "
-            f"{augment_args.neutrals_per_causal}",
+            f"- Preset: `{augment.preset}`",
+            f"- Causal rewrites: directions {', '.join(augment.directions)}; "
+            f"{augment.attributes_per_example} attribute(s) per example; rubrics from the oracle: "
+            f"{augment.identify_rubrics}",
+            f"- Neutral (IQN) pairs per row / per original / per causal pair: {augment.neutrals_per_row} / "
+            f"{augment.neutrals_per_original} / {augment.neutrals_per_causal}",
             f"- Baseline filter: tau = {tau} (baseline `{public_name(script_args.baseline_model)}`)"
             if tau is not None
             else "- Baseline filter: off",
