@@ -1,4 +1,5 @@
-"""The on-disk oracle cache: hits cost nothing, only final answers are stored, writes are atomic across processes."""
+"""The on-disk oracle cache: hits cost nothing, only final answers are stored, writes are atomic across processes and
+threads, lookups go by batches, and caches of the one-file-per-answer version are migrated."""
 
 from __future__ import annotations
 
@@ -6,14 +7,20 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import signal
+import sqlite3
+import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 from pydantic import BaseModel
 
 from trl_crome.oracles.base import Oracle, OracleRequest, OracleResponse, Usage
-from trl_crome.oracles.cache import CachedOracle, OracleCache
+from trl_crome.oracles.cache import DATABASE_NAME, LOOKUP_BATCH, CachedOracle, OracleCache
+
+LEGACY_CACHE = Path(__file__).parent / "data" / "legacy_cache"
 
 
 class Verdict(BaseModel):
@@ -85,21 +92,27 @@ def test_final_failures_are_cached_transient_ones_are_not(tmp_path):
     assert [r.error for r in resumed] == ["safety", "malformed", None, None, None]
 
 
-def test_partial_temp_files_and_damaged_entries_are_ignored(tmp_path):
+def test_damaged_entries_are_misses_recomputed_and_replaced(tmp_path):
     cache = OracleCache(tmp_path)
     request = requests_for("q")[0]
     key = request.cache_key("counting-1")
-    # What a kill -9 in the middle of a write leaves behind: a half-written temporary file.
-    shard = tmp_path / key[:2]
-    shard.mkdir()
-    (shard / f".{key}.123.abc.tmp").write_text('{"version": 1, "key": "' + key + '", "resp')
-    assert cache.get(key) is None and len(cache) == 0
-    # An entry damaged from outside is a miss, recomputed and replaced.
-    cache.path(key).write_text('{"version": 1, "key": "')
+    # Damage from outside (the database's own writes are transactions): a row whose JSON is cut short.
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as connection:
+        connection.execute("INSERT INTO answers VALUES (?, 'm', 't', '{\"text\": ', 0)", (key,))
+    assert cache.get(key) is None and len(cache) == 1
     inner = CountingOracle()
     (response,) = CachedOracle(inner, tmp_path).generate([request], progress=False)
     assert inner.calls == Counter({"q": 1}) and response.ok
-    assert cache.get(key).parsed == {"label": "Q"}
+    assert cache.get(key).parsed == {"label": "Q"} and len(cache) == 1
+
+
+def test_batched_lookups_span_several_queries(tmp_path):
+    cache = OracleCache(tmp_path)
+    keys = [f"{i:064x}" for i in range(3 * LOOKUP_BATCH + 7)]
+    cache.put_many((key, OracleResponse(text=key[-6:], usage=Usage(1, 1, 1)), {}) for key in keys[::2])
+    found = cache.get_many(keys)
+    assert sorted(found) == sorted(keys[::2])
+    assert all(response.text == key[-6:] for key, response in found.items())
 
 
 def _write_many(cache_dir: str, worker: int, count: int) -> None:
@@ -117,23 +130,54 @@ def test_concurrent_writers_never_leave_corrupt_entries(tmp_path):
         process.start()
     for process in processes:
         process.join(60)
-        assert process.exitcode == 0
+        assert process.exitcode == 0  # no "database is locked": writers wait for each other
     cache = OracleCache(tmp_path)
     assert len(cache) == 60
     for i in range(60):
-        entry = json.loads(cache.path(f"{i:064x}").read_text())
-        assert entry["response"]["text"].endswith("x" * (i * 50) + '"}')
-    assert not list(tmp_path.glob("*/*.tmp"))
+        assert cache.get(f"{i:064x}").text.endswith("x" * (i * 50) + '"}')
+
+
+def _generate_in_threads(cache_dir: str, worker: int, prompts: list[str], results) -> None:
+    """One process: two threads, each running its own event loop over a shared CachedOracle."""
+    inner = CountingOracle()
+    oracle = CachedOracle(inner, cache_dir)
+    threads = [threading.Thread(target=oracle.generate, args=(requests_for(*half),), kwargs={"progress": False})
+               for half in (prompts[::2], prompts[1::2])]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.put(sum(inner.calls.values()))
+
+
+def test_processes_and_threads_share_one_cache(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    prompts = [f"p{i}" for i in range(200)]
+    processes = [
+        context.Process(target=_generate_in_threads, args=(str(tmp_path), w, prompts, results)) for w in range(3)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+        assert process.exitcode == 0
+    paid = sum(results.get(timeout=10) for _ in processes)
+    assert 200 <= paid <= 3 * 200  # racing processes may each pay for a request that is not yet stored
+    inner = CountingOracle()
+    responses = CachedOracle(inner, tmp_path).generate(requests_for(*prompts), progress=False)
+    assert not inner.calls and [r.parsed["label"] for r in responses] == [p.upper() for p in prompts]
 
 
 def test_cache_entries_hold_no_prompt_secrets_or_usage_of_hits(tmp_path):
     oracle = CachedOracle(CountingOracle(), tmp_path)
     oracle.generate(requests_for("hello"), progress=False)
-    (path,) = tmp_path.glob("*/*.json")
-    entry = json.loads(path.read_text())
-    assert entry["model"] == "counting-1" and entry["template"] == "test@1"
-    assert entry["response"]["usage"] == {"input_tokens": 5, "output_tokens": 3, "calls": 1}
-    assert entry["response"]["cached_usage"] is None
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as connection:
+        ((model, template, stored),) = connection.execute("SELECT model, template, response FROM answers").fetchall()
+    entry = json.loads(stored)
+    assert model == "counting-1" and template == "test@1" and "hello" not in stored
+    assert entry["usage"] == {"input_tokens": 5, "output_tokens": 3, "calls": 1}
+    assert entry["cached_usage"] is None
 
 
 def test_kill_9_mid_writes_leaves_only_whole_entries(tmp_path):
@@ -147,11 +191,57 @@ def test_kill_9_mid_writes_leaves_only_whole_entries(tmp_path):
     os.kill(writer.pid, signal.SIGKILL)
     writer.join(10)
     assert writer.exitcode == -signal.SIGKILL
-    entries = list(tmp_path.glob("*/*.json"))
-    assert len(entries) >= 20
-    for path in entries:  # every entry that exists is whole; a half-written one can only be a temporary file
-        key = path.stem
-        assert cache.get(key).text.endswith('"}')
+    reopened = OracleCache(tmp_path)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        keys = [key for (key,) in connection.execute("SELECT key FROM answers")]
+    assert len(keys) >= 20
+    for key in keys:  # every entry that exists is whole
+        assert reopened.get(key).text.endswith('"}')
+    reopened.put("f" * 64, OracleResponse(text="after"))  # and the cache still takes writes
+    assert reopened.get("f" * 64).text == "after"
+
+
+def test_a_cache_written_by_the_one_file_per_answer_version_is_migrated_once(tmp_path):
+    # tests/oracles/data/legacy_cache was written by OracleCache before the SQLite storage (commit 8309ad9).
+    shutil.copytree(LEGACY_CACHE, tmp_path / "cache")
+    (tmp_path / "cache" / "a4" / ".a4b.123.abc.tmp").write_text('{"version": 1, "ke')  # a kill -9 leftover
+    inner = CountingOracle()
+    oracle = CachedOracle(inner, tmp_path / "cache")
+    responses = oracle.generate(requests_for("alpha", "beta", "gamma", "unsafe", "new"), progress=False)
+    assert inner.calls == Counter({"new": 1})  # the four legacy answers are hits
+    assert [r.parsed for r in responses[:3]] == [{"label": "ALPHA"}, {"label": "BETA"}, {"label": "GAMMA"}]
+    assert responses[3].error == "safety" and responses[3].cached_usage == Usage(6, 0, 1)
+    assert responses[0].cached_usage == Usage(5, 3, 1)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [DATABASE_NAME, *_wal_files(tmp_path)]
+    assert len(OracleCache(tmp_path / "cache")) == 5
+
+
+def _wal_files(tmp_path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(DATABASE_NAME + "-"))
+
+
+def _open_cache(cache_dir: str) -> None:
+    OracleCache(cache_dir)
+
+
+def test_processes_migrating_the_same_legacy_cache_at_once_lose_nothing(tmp_path):
+    template = json.loads(next(LEGACY_CACHE.glob("*/*.json")).read_text())
+    keys = [f"{i:064x}" for i in range(1_000)]
+    for key in keys:
+        entry = {**template, "key": key, "response": {**template["response"], "text": key}}
+        (tmp_path / key[:2]).mkdir(exist_ok=True)
+        (tmp_path / key[:2] / f"{key}.json").write_text(json.dumps(entry))
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_open_cache, args=(str(tmp_path),)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+        assert process.exitcode == 0
+    cache = OracleCache(tmp_path)
+    assert len(cache) == len(keys) and not list(tmp_path.glob("??"))
+    assert all(response.text == key for key, response in cache.get_many(keys).items())
 
 
 def test_single_request_agenerate_is_cached_and_counted(tmp_path):

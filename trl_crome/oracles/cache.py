@@ -1,9 +1,14 @@
-"""An on-disk cache of oracle answers that makes augmentation runs resumable.
+"""An on-disk cache of oracle answers that makes augmentation runs resumable, at millions of entries.
 
-One JSON file per answer, named by [`OracleRequest.cache_key`] and sharded by its first two hex digits. Each file
-is written to a unique temporary name in the same folder and then renamed over its final name (`os.replace`, atomic
-on POSIX and Windows), so several processes and threads can share a cache and a `kill -9` at any moment leaves
-either the whole entry or none of it. Leftover temporary files are never read.
+The answers live in one SQLite database per cache folder (`answers.sqlite`, WAL journal): one row per answer, keyed
+by [`OracleRequest.cache_key`]. Every write is a transaction, so several processes and threads can share a cache and
+a `kill -9` at any moment leaves either the whole entry or none of it (WAL with `synchronous=NORMAL` loses no
+committed entry when a process dies; only a power cut may lose the last ones). Lookups go by batches of keys, so a
+resume scan over 1.5M requests is one indexed query per few hundred keys instead of 1.5M file reads
+(`benchmarks/oracle_cache.py` measures both layouts).
+
+Caches written by earlier versions (one JSON file per answer in `<first two hex digits>/<key>.json`) are migrated
+once, when the folder is opened: the entries are copied into the database and the files removed (one-way).
 
 Only final answers are stored: successes and deterministic per-row failures (safety blocks, malformed or truncated
 output after retries). Transient failures (timeouts, rate limits, 5xx) are not, so a resumed run retries them. The
@@ -16,8 +21,10 @@ import asyncio
 import json
 import logging
 import os
-import uuid
-from collections.abc import AsyncIterator, Sequence
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,62 +32,193 @@ from .base import Oracle, OracleRequest, OracleResponse, StopCheck, Usage
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
-TEMP_SUFFIX = ".tmp"
+DATABASE_NAME = "answers.sqlite"
+SCHEMA_VERSION = 2  # 1 was the one-file-per-answer layout
+LEGACY_FORMAT_VERSION = 1
+LOOKUP_BATCH = 500  # keys per query: well under SQLite's limit on bound parameters
+MIGRATION_BATCH = 5_000  # legacy files copied per transaction (then deleted)
+BUSY_TIMEOUT_S = 120.0  # how long a writer waits for another process's transaction
+PAGE_SIZE = 16_384  # a typical answer (a few KB) fits in one page, without overflow pages
 
 
 class OracleCache:
-    """A folder of cached [`OracleResponse`]s, safe to share between processes.
+    """A folder holding cached [`OracleResponse`]s in a SQLite database, safe to share between processes.
 
     Args:
         cache_dir (`str` or `os.PathLike`):
-            The folder; created when missing.
+            The folder; created when missing. An older one-file-per-answer cache in it is migrated on opening.
     """
 
     def __init__(self, cache_dir: str | os.PathLike):
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.database = self.cache_dir / DATABASE_NAME
+        self._local = threading.local()  # one connection per thread (and per process: see `_connection`)
+        with self._transaction() as connection:
+            # A rowid table with an index on the key, not a WITHOUT ROWID table: answers are kilobytes, and SQLite
+            # keeps large rows far better in rowid order (3x faster batched lookups, 3x faster inserts, measured).
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT NOT NULL UNIQUE, model TEXT, template TEXT, "
+                "response TEXT NOT NULL, created REAL)"
+            )
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._migrate_legacy_files()
 
     def __repr__(self) -> str:
         return f"OracleCache({str(self.cache_dir)!r})"
 
-    def path(self, key: str) -> Path:
-        return self.cache_dir / key[:2] / f"{key}.json"
+    # -- connections -----------------------------------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None or self._local.pid != os.getpid():  # a forked child never reuses its parent's
+            connection = sqlite3.connect(self.database, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only takes effect on a new database
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            self._local.connection, self._local.pid = connection, os.getpid()
+        return connection
 
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._connection())
+
+    def close(self) -> None:
+        """Closes this thread's connection (others close with their threads)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    # -- reads -----------------------------------------------------------------------------------------------------
     def get(self, key: str) -> OracleResponse | None:
-        """The cached response for `key`, or `None` (also for an unreadable entry, which is then recomputed)."""
-        path = self.path(key)
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            if entry["key"] != key or entry["version"] != CACHE_FORMAT_VERSION:
-                return None
-            return OracleResponse.from_dict(entry["response"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            # Only outside damage gets here (entries are renamed into place whole): treat it as a miss.
-            logger.warning("Ignoring unreadable oracle cache entry %s (%s)", path, type(error).__name__)
-            return None
+        """The cached response for `key`, or `None` (also for a damaged entry, which is then recomputed)."""
+        return self.get_many([key]).get(key)
 
-    def put(self, key: str, response: OracleResponse, **metadata: Any) -> None:
-        """Stores `response` under `key` atomically; `metadata` (model, template) is kept for inspection only."""
-        path = self.path(key)
-        path.parent.mkdir(exist_ok=True)
-        stored = OracleResponse(text=response.text, parsed=response.parsed, usage=response.usage, error=response.error)
-        entry = {"version": CACHE_FORMAT_VERSION, "key": key, **metadata, "response": stored.to_dict()}
-        temp = path.with_name(f".{key}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
-        try:
-            with open(temp, "w", encoding="utf-8") as file:
-                json.dump(entry, file)
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
+    def get_many(self, keys: Iterable[str]) -> dict[str, OracleResponse]:
+        """The cached responses of `keys` that have one, by key: one query per `LOOKUP_BATCH` keys."""
+        found: dict[str, OracleResponse] = {}
+        connection = self._connection()
+        for batch in _batches(list(keys), LOOKUP_BATCH):
+            placeholders = ",".join("?" * len(batch))
+            rows = connection.execute(f"SELECT key, response FROM answers WHERE key IN ({placeholders})", batch)
+            for key, stored in rows:
+                response = _decode(key, stored)
+                if response is not None:
+                    found[key] = response
+        return found
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.cache_dir.glob("??/*.json"))
+        return self._connection().execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+    # -- writes ----------------------------------------------------------------------------------------------------
+    def put(self, key: str, response: OracleResponse, **metadata: Any) -> None:
+        """Stores `response` under `key` in one transaction; `metadata` (`model`, `template`) is for inspection."""
+        self.put_many([(key, response, metadata)])
+
+    def put_many(self, entries: Iterable[tuple[str, OracleResponse, dict[str, Any]]]) -> None:
+        """Stores several `(key, response, metadata)` entries in one transaction: all of them or none."""
+        rows = [
+            (key, metadata.get("model"), metadata.get("template"), _encode(response), time.time())
+            for key, response, metadata in entries
+        ]
+        with self._transaction() as connection:
+            connection.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)", rows)
+
+    # -- one-way migration of the one-file-per-answer layout -------------------------------------------------------
+    def _legacy_shards(self) -> list[Path]:
+        return [p for p in self.cache_dir.iterdir() if p.is_dir() and len(p.name) == 2 and _is_hex(p.name)]
+
+    def _migrate_legacy_files(self) -> None:
+        shards = self._legacy_shards()
+        if not shards:
+            return
+        started, migrated, skipped = time.perf_counter(), 0, 0
+        files = (path for shard in shards for path in shard.glob("*.json"))
+        for batch in _batches(files, MIGRATION_BATCH):
+            rows = []
+            for path in batch:
+                row = _legacy_row(path)
+                if row is None:
+                    skipped += 1
+                else:
+                    rows.append(row)
+            # INSERT OR IGNORE: a process migrating the same folder at the same time may have copied it already.
+            with self._transaction() as connection:
+                connection.executemany("INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?)", rows)
+            for path in batch:  # removed only once their rows are committed: a kill here loses nothing
+                path.unlink(missing_ok=True)
+            migrated += len(rows)
+        for shard in shards:
+            for temp in shard.glob(".*.tmp"):  # half-written files of the old layout: never whole entries
+                temp.unlink(missing_ok=True)
+            try:
+                shard.rmdir()
+            except OSError:  # not empty: something else lives there; leave it
+                pass
+        logger.info(
+            "Migrated %d oracle cache entries from one file per answer to %s in %.1f s (%d unreadable, skipped)",
+            migrated,
+            self.database,
+            time.perf_counter() - started,
+            skipped,
+        )
+
+
+class _Transaction:
+    """`with` block around `BEGIN IMMEDIATE ... COMMIT` (rolled back on error) on an autocommit connection."""
+
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _encode(response: OracleResponse) -> str:
+    stored = OracleResponse(text=response.text, parsed=response.parsed, usage=response.usage, error=response.error)
+    return json.dumps(stored.to_dict())
+
+
+def _decode(key: str, stored: str) -> OracleResponse | None:
+    try:
+        return OracleResponse.from_dict(json.loads(stored))
+    except (ValueError, KeyError, TypeError) as error:
+        # Only outside damage gets here (entries are written in transactions): treat it as a miss.
+        logger.warning("Ignoring unreadable oracle cache entry %s (%s)", key, type(error).__name__)
+        return None
+
+
+def _legacy_row(path: Path) -> tuple[str, Any, Any, str, float] | None:
+    """The database row of one legacy entry file, or `None` when the file is damaged or of another version."""
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        if entry["version"] != LEGACY_FORMAT_VERSION or entry["key"] != path.stem:
+            return None
+        response = OracleResponse.from_dict(entry["response"])
+        return entry["key"], entry.get("model"), entry.get("template"), _encode(response), path.stat().st_mtime
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class CachedOracle(Oracle):
@@ -122,24 +260,25 @@ class CachedOracle(Oracle):
         self, requests: Sequence[OracleRequest], should_stop: StopCheck | None = None
     ) -> AsyncIterator[tuple[int, OracleResponse]]:
         # Cache hits cost nothing and are always served; `should_stop` only holds back the misses not yet sent.
-        misses: dict[str, list[int]] = {}  # key -> the indices asking for it
+        asking: dict[str, list[int]] = {}  # key -> the indices asking for it, first appearance first
         for index, request in enumerate(requests):
-            key = request.cache_key(self.model)
-            if key in misses:
-                misses[key].append(index)
-                continue
-            cached = self.cache.get(key)
-            if cached is None:
-                misses[key] = [index]
-            else:
-                yield index, _as_hit(cached)
-        keys = list(misses)
-        unique = [requests[misses[key][0]] for key in keys]
+            asking.setdefault(request.cache_key(self.model), []).append(index)
+        misses: list[str] = []
+        # The lookups run in a thread, a batch of keys at a time: the event loop stays free and hits stream out early.
+        for keys in _batches(asking, LOOKUP_BATCH * 20):
+            found = await asyncio.to_thread(self.cache.get_many, keys)
+            for key in keys:
+                if key in found:
+                    for index in asking[key]:
+                        yield index, _as_hit(found[key])
+                else:
+                    misses.append(key)
+        unique = [requests[asking[key][0]] for key in misses]
         async for position, response in self.oracle.astream(unique, should_stop):
-            key = keys[position]
-            first, *duplicates = misses[key]
-            # Stored before it is handed on, in a thread: creating a file is slow next to an HTTP answer, and the
-            # event loop must keep the other requests moving meanwhile.
+            key = misses[position]
+            first, *duplicates = asking[key]
+            # Stored before it is handed on, in a thread: a write is slow next to an HTTP answer, and the event loop
+            # must keep the other requests moving meanwhile.
             await asyncio.to_thread(self._store, requests[first], key, response)
             yield first, response
             for index in duplicates:  # the same request again in this batch: served like a cache hit
