@@ -110,6 +110,14 @@ class FakeLLMServer:
 
     Counters: `requests[endpoint]` (every HTTP request, faults included) and `prompts[prompt]` (generation calls per
     prompt, batch rows included). `headers` keeps the last request's headers.
+
+    Whole-server behaviours, for quota and outage tests:
+
+    - `quota = (n, seconds)`: generation calls past `n` in any sliding window of `seconds` are answered 429 with a
+      `Retry-After` (the time until the window has room); `arrivals` records when each generation call arrived
+      (429s included) and `max_in_window(seconds)` the most of them in any window;
+    - `reject_status = 401`: every request is answered with that status (a revoked or wrong API key);
+    - `down = True`: every request is dropped without an answer (a network outage).
     """
 
     def __init__(self, responder: Responder | None = None, latency: float = 0.0, port: int = 0):
@@ -119,6 +127,12 @@ class FakeLLMServer:
         self.prompts: Counter[str] = Counter()
         self.headers: dict[str, str] = {}
         self.faults: list[Fault] = []
+        self.current = threading.local()  # the request being served by this thread: `raw` bytes and `headers`
+        self.quota: tuple[int, float] | None = None
+        self.arrivals: list[float] = []
+        self.reject_status: int | None = None
+        self.down = False
+        self._admitted: list[float] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
@@ -165,9 +179,36 @@ class FakeLLMServer:
         return None
 
     # -- protocol (subclasses) -------------------------------------------------------------------------------------
-    def route(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """Answers one HTTP request: (status, JSON body, extra headers). Calls [`count`] first."""
+    def route(
+        self, method: str, path: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
+        """Answers one HTTP request: (status, JSON body or raw bytes, extra headers). Calls [`count`] first."""
         raise NotImplementedError
+
+    def quota_retry_after(self) -> float | None:
+        """Records a generation call's arrival; past the `quota`, the seconds until its window has room, else None."""
+        with self._lock:
+            now = time.monotonic()
+            self.arrivals.append(now)
+            if self.quota is None:
+                return None
+            limit, window = self.quota
+            # Only the calls that were let through count against the quota, as a real rate limiter counts them.
+            recent = [t for t in self._admitted if t > now - window]
+            if len(recent) >= limit:
+                self._admitted = recent
+                return max(0.001, recent[0] + window - now)
+            self._admitted = [*recent, now]
+            return None
+
+    def max_in_window(self, seconds: float) -> int:
+        """The most generation calls that arrived within any `seconds` (measured at the server)."""
+        times, most, start = sorted(self.arrivals), 0, 0
+        for end, arrival in enumerate(times):
+            while arrival - times[start] >= seconds:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
 
     def count(self, endpoint: str, prompts: list[str] = ()) -> None:
         """Counts a request on arrival (before any latency, so a client that times out is still counted)."""
@@ -185,13 +226,30 @@ class FakeLLMServer:
             def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else {}
                 server.headers = {k.lower(): v for k, v in self.headers.items()}
-                status, payload, headers = server.route(method, self.path, body)
-                data = json.dumps(payload).encode()
+                if server.down:  # an outage: the connection drops without an answer
+                    server.count("dropped")
+                    self.close_connection = True
+                    return
+                # What a route may need beyond the JSON body (a file upload's bytes, its headers), per thread.
+                server.current.raw, server.current.headers = raw, server.headers
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:  # not JSON: a file upload's bytes, left to the route in `server.current.raw`
+                    body = {}
+                if server.reject_status is not None:
+                    server.count("rejected")
+                    message = "API key not valid. Please pass a valid API key."
+                    status, headers = server.reject_status, {}
+                    payload = {"error": {"code": status, "message": message, "status": "UNAUTHENTICATED"}}
+                else:
+                    status, payload, headers = server.route(method, self.path, body)
+                # A route answers JSON, or bytes as they are (a file download).
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                content_type = "application/octet-stream" if isinstance(payload, bytes) else "application/json"
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     for key, value in headers.items():
                         self.send_header(key, value)
@@ -205,6 +263,9 @@ class FakeLLMServer:
 
             def do_GET(self) -> None:  # noqa: N802
                 self._serve("GET")
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                self._serve("DELETE")
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read counters, not logs
                 pass

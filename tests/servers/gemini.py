@@ -6,6 +6,30 @@ Endpoints (under `/v1beta`, or `/v1` which recent google-genai releases use):
 - `POST /models/{model}:batchGenerateContent`: creates a batch job from inlined requests (answered at once and kept).
 - `GET /batches/{id}`: the job's state; `RUNNING` for the first `batch_polls_until_done - 1` polls, then
   `SUCCEEDED` with the inlined responses in request order (or `batch_final_state`, e.g. `"BATCH_STATE_FAILED"`).
+- `GET /batches`: every job, `pageSize` (default 50) per page with a `nextPageToken`, as `client.batches.list`
+  pages through them.
+- The Files API, as `client.files.upload` / `download` / `get` / `delete` speak it: `POST /upload/v1beta/files`
+  starts a resumable upload (answering an `X-Goog-Upload-URL`), `POST` to that URL sends the bytes (`upload,
+  finalize`), `GET /files/{id}` and `DELETE /files/{id}`, `GET /files/{id}:download?alt=media` the bytes of a
+  result file.
+
+Batch jobs at scale:
+
+- a job whose source is an uploaded JSONL file (`src="files/..."`, one `{"key", "request"}` per line) answers into
+  a result file (`output.responsesFile`), one `{"key", "response"}` or `{"key", "error"}` line per request;
+- an inline job whose request body is larger than `inline_limit_bytes` is refused with 400, as Google refuses
+  inline jobs past 20 MB;
+- `batch_max_active`: creating a job while that many are unfinished answers 429 (Google's concurrent-jobs limit);
+  `peak_active_batches` records the most jobs that were unfinished at once;
+- `batch_outcomes`: final states for the next jobs created, in order (then `batch_final_state`): an
+  `"BATCH_STATE_EXPIRED"`, `"BATCH_STATE_FAILED"` or `"BATCH_STATE_CANCELLED"` job ends with no output; a row's
+  fault still makes a partial failure of a succeeded job; `batch_drop_rows` leaves the next that many rows out of
+  their succeeded jobs' outputs (answered by nobody);
+- `batch_create_delay`: seconds a create call waits *after* the job is registered, before answering (the window in
+  which a client can be killed after the server accepted its job).
+
+Counters (in `requests`): `batchGenerateContent`, `batches.get`, `batches.list`, `files.upload` (one per file
+started), `files.upload.bytes` (one per chunk), `files.get`, `files.download`, `files.delete`.
 
 Faults (`server.add_fault(kind, match="", times=1, retry_after=None, delay=5.0)`) apply to the next calls whose
 prompt contains `match`:
@@ -34,12 +58,21 @@ From a shell or a subprocess (the port is written atomically to the port file)::
 from __future__ import annotations
 
 import itertools
+import json
+import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from tests.servers.common import Call, FakeLLMServer, Fault, count_tokens, match_path, serve_from_command_line
 
 MODEL_PATH = r"/v1(?:beta)?/models/(?P<model>[^/:]+):(?P<method>generateContent|batchGenerateContent)"
 BATCH_PATH = r"/v1(?:beta)?/batches/(?P<id>[^/]+)"
+BATCH_LIST_PATH = r"/v1(?:beta)?/batches"
+UPLOAD_PATH = r"/upload/v1(?:beta)?/files"
+FILE_PATH = r"/v1(?:beta)?/files/(?P<id>[^/:]+)"
+DOWNLOAD_PATH = r"/v1(?:beta)?/files/(?P<id>[^/:]+):download"
+TERMINAL_STATES = {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
+INLINE_LIMIT_BYTES = 20 * 1000 * 1000
 
 
 def call_from_request(model: str, request: dict[str, Any]) -> Call:
@@ -80,14 +113,26 @@ class GeminiServer(FakeLLMServer):
         thoughts_tokens: int = 0,
         batch_polls_until_done: int = 2,
         batch_final_state: str = "BATCH_STATE_SUCCEEDED",
+        inline_limit_bytes: int = INLINE_LIMIT_BYTES,
+        batch_max_active: int | None = None,
+        batch_create_delay: float = 0.0,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.thoughts_tokens = thoughts_tokens
         self.batch_polls_until_done = batch_polls_until_done
         self.batch_final_state = batch_final_state
+        self.inline_limit_bytes = inline_limit_bytes
+        self.batch_max_active = batch_max_active
+        self.batch_create_delay = batch_create_delay
+        self.batch_outcomes: list[str] = []
+        self.batch_drop_rows = 0
+        self.peak_active_batches = 0
         self.batches: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, dict[str, Any]] = {}  # name -> {"meta": File resource, "data": bytes}
+        self._uploads: dict[str, dict[str, Any]] = {}  # upload id -> {"meta", "data"} of an upload under way
         self._batch_ids = itertools.count(1)
+        self._file_ids = itertools.count(1)
 
     def answer(self, call: Call, fault: Fault | None) -> dict[str, Any]:
         """A GenerateContentResponse body for `call` (faults that shape the answer applied)."""
@@ -117,19 +162,32 @@ class GeminiServer(FakeLLMServer):
             usage["thoughtsTokenCount"] = self.thoughts_tokens
         return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": call.model}
 
-    def route(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def route(
+        self, method: str, path: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
         if method == "POST" and (found := match_path(MODEL_PATH, path)):
             if found["method"] == "generateContent":
                 return self.generate_content(found["model"], body)
             return self.create_batch(found["model"], body)
         if method == "GET" and (found := match_path(BATCH_PATH, path)):
             return self.get_batch(found["id"])
+        if method == "GET" and match_path(BATCH_LIST_PATH, path):
+            return self.list_batches(path)
+        if method == "POST" and match_path(UPLOAD_PATH, path):
+            return self.upload_file(path, body)
+        if method == "GET" and (found := match_path(DOWNLOAD_PATH, path)):
+            return self.download_file(found["id"])
+        if method in ("GET", "DELETE") and (found := match_path(FILE_PATH, path)):
+            return self.get_or_delete_file(method, found["id"])
         self.count("unknown")
         return 404, error_body(404, "NOT_FOUND", f"no route for {method} {path}"), {}
 
     def generate_content(self, model: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         call = call_from_request(model, body)
         self.count("generateContent", [call.prompt])
+        if (wait := self.quota_retry_after()) is not None:
+            code, status, message = HTTP_FAULTS["429"]
+            return code, error_body(code, status, message), {"Retry-After": f"{wait:.3f}"}
         fault = self.take_fault(call.prompt)
         self.simulate_latency(fault)
         if fault is not None and fault.kind in HTTP_FAULTS:
@@ -138,29 +196,77 @@ class GeminiServer(FakeLLMServer):
             return code, error_body(code, status, message), headers
         return 200, self.answer(call, fault), {}
 
+    def batch_row(self, call: Call, key: str | None = None) -> dict[str, Any]:
+        """One answered row of a batch job: its response, or its error (a google.rpc.Status) for an HTTP fault."""
+        fault = self.take_fault(call.prompt)
+        if fault is not None and fault.kind in HTTP_FAULTS:
+            code, _, message = HTTP_FAULTS[fault.kind]
+            item: dict[str, Any] = {"error": {"code": GRPC_CODES[code], "message": message}}
+        else:
+            item = {"response": self.answer(call, fault)}
+        return item if key is None else {"key": key, **item}
+
+    def drop_rows(self, rows: list[dict[str, Any]], final_state: str) -> list[dict[str, Any]]:
+        """`rows` without its first rows while `batch_drop_rows` lasts (only jobs that will succeed lose rows)."""
+        if final_state != "BATCH_STATE_SUCCEEDED":
+            return rows
+        dropped = min(self.batch_drop_rows, len(rows))
+        self.batch_drop_rows -= dropped
+        return rows[dropped:]
+
+    def active_batches(self) -> int:
+        return sum(1 for job in self.batches.values() if not job["done"])
+
     def create_batch(self, model: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        rows = body["batch"]["inputConfig"]["requests"]["requests"]
-        calls = [call_from_request(model, row["request"]) for row in rows]
+        batch = body["batch"]
+        input_config = batch["inputConfig"]
+        if "fileName" in input_config:
+            lines = self.read_jsonl(input_config["fileName"])
+            calls = [call_from_request(model, line["request"]) for line in lines]
+        else:
+            rows = input_config["requests"]["requests"]
+            calls = [call_from_request(model, row["request"]) for row in rows]
         self.count("batchGenerateContent", [call.prompt for call in calls])
-        responses = []
-        for row, call in zip(rows, calls):
-            fault = self.take_fault(call.prompt)
-            if fault is not None and fault.kind in HTTP_FAULTS:
-                code, _, message = HTTP_FAULTS[fault.kind]
-                item: dict[str, Any] = {"error": {"code": GRPC_CODES[code], "message": message}}
-            else:
-                item = {"response": self.answer(call, fault)}
-            if "metadata" in row:
-                item["metadata"] = row["metadata"]
-            responses.append(item)
-        name = f"batches/job{next(self._batch_ids)}"
-        self.batches[name] = {"model": f"models/{model}", "responses": responses, "polls": 0}
+        if "fileName" not in input_config and len(self.current.raw) > self.inline_limit_bytes:
+            message = f"Request payload size exceeds the limit: {self.inline_limit_bytes} bytes."
+            return 400, error_body(400, "INVALID_ARGUMENT", message), {}
+        with self._lock:
+            if self.batch_max_active is not None and self.active_batches() >= self.batch_max_active:
+                code, status, message = HTTP_FAULTS["429"]
+                return code, error_body(code, status, message), {}
+            name = f"batches/job{next(self._batch_ids)}"
+            final_state = self.batch_outcomes.pop(0) if self.batch_outcomes else self.batch_final_state
+            self.batches[name] = {
+                "model": f"models/{model}",
+                "display_name": batch.get("displayName"),
+                "polls": 0,
+                "done": False,
+                "final_state": final_state,
+            }
+            self.peak_active_batches = max(self.peak_active_batches, self.active_batches())
+        job = self.batches[name]
+        if "fileName" in input_config:
+            results = [self.batch_row(call, line.get("key")) for line, call in zip(lines, calls)]
+            results = self.drop_rows(results, final_state)
+            data = "".join(json.dumps(item) + "\n" for item in results).encode()
+            job["responses_file"] = self.add_file(f"results of {name}", "application/jsonl", data, generated=True)
+        else:
+            responses = []
+            for row, call in zip(rows, calls):
+                item = self.batch_row(call)
+                if "metadata" in row:
+                    item["metadata"] = row["metadata"]
+                responses.append(item)
+            job["responses"] = self.drop_rows(responses, final_state)
+        if self.batch_create_delay:
+            time.sleep(self.batch_create_delay)  # registered already: a client killed now has a job it never heard of
         return 200, self.batch_operation(name), {}
 
     def batch_operation(self, name: str) -> dict[str, Any]:
         job = self.batches[name]
         done = job["polls"] >= self.batch_polls_until_done
-        state = self.batch_final_state if done else ("BATCH_STATE_RUNNING" if job["polls"] else "BATCH_STATE_PENDING")
+        state = job["final_state"] if done else ("BATCH_STATE_RUNNING" if job["polls"] else "BATCH_STATE_PENDING")
+        job["done"] = job["done"] or (done and state in TERMINAL_STATES)
         metadata: dict[str, Any] = {
             "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
             "model": job["model"],
@@ -168,8 +274,13 @@ class GeminiServer(FakeLLMServer):
             "state": state,
             "createTime": "2026-01-01T00:00:00Z",
         }
+        if job["display_name"] is not None:
+            metadata["displayName"] = job["display_name"]
         if done and state == "BATCH_STATE_SUCCEEDED":
-            metadata["output"] = {"inlinedResponses": {"inlinedResponses": job["responses"]}}
+            if "responses_file" in job:
+                metadata["output"] = {"responsesFile": job["responses_file"]}
+            else:
+                metadata["output"] = {"inlinedResponses": {"inlinedResponses": job["responses"]}}
         return {"name": name, "metadata": metadata, "done": done}
 
     def get_batch(self, job_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -177,8 +288,80 @@ class GeminiServer(FakeLLMServer):
         name = f"batches/{job_id}"
         if name not in self.batches:
             return 404, error_body(404, "NOT_FOUND", f"{name} not found"), {}
-        self.batches[name]["polls"] += 1
-        return 200, self.batch_operation(name), {}
+        with self._lock:
+            self.batches[name]["polls"] += 1
+            return 200, self.batch_operation(name), {}
+
+    def list_batches(self, path: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """One page of jobs, newest first, without advancing any job (a listing is not a poll)."""
+        self.count("batches.list")
+        query = parse_qs(urlsplit(path).query)
+        size = int(query.get("pageSize", ["50"])[0])
+        start = int(query.get("pageToken", ["0"])[0])
+        names = list(reversed(self.batches))
+        with self._lock:
+            page = [self.batch_operation(name) for name in names[start : start + size]]
+        answer: dict[str, Any] = {"operations": page}
+        if start + size < len(names):
+            answer["nextPageToken"] = str(start + size)
+        return 200, answer, {}
+
+    # -- Files API -------------------------------------------------------------------------------------------------
+    def add_file(self, display_name: str, mime_type: str, data: bytes, generated: bool = False) -> str:
+        name = f"files/file{next(self._file_ids)}"
+        meta = {
+            "name": name,
+            "displayName": display_name,
+            "mimeType": mime_type,
+            "sizeBytes": str(len(data)),
+            "state": "ACTIVE",
+            "source": "GENERATED" if generated else "UPLOADED",
+        }
+        if generated:
+            meta["downloadUri"] = f"{self.url}/v1beta/{name}:download?alt=media"
+        self.files[name] = {"meta": meta, "data": data}
+        return name
+
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.files[name]["data"].decode().splitlines() if line.strip()]
+
+    def upload_file(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The resumable upload protocol: a `start` call answers the upload URL, then chunks until `finalize`."""
+        headers = self.current.headers
+        command = headers.get("x-goog-upload-command", "")
+        if command == "start":
+            self.count("files.upload")
+            upload_id = str(next(self._file_ids))
+            self._uploads[upload_id] = {"meta": body.get("file", {}), "data": b""}
+            url = f"{self.url}/upload/v1beta/files?upload_id={upload_id}"
+            return 200, {}, {"X-Goog-Upload-URL": url, "X-Goog-Upload-Status": "active"}
+        self.count("files.upload.bytes")
+        upload_id = parse_qs(urlsplit(path).query)["upload_id"][0]
+        upload = self._uploads[upload_id]
+        upload["data"] += self.current.raw
+        if "finalize" not in command:
+            return 200, {}, {"X-Goog-Upload-Status": "active"}
+        del self._uploads[upload_id]
+        meta = upload["meta"]
+        name = self.add_file(meta.get("displayName", ""), meta.get("mimeType", ""), upload["data"])
+        return 200, {"file": self.files[name]["meta"]}, {"X-Goog-Upload-Status": "final"}
+
+    def get_or_delete_file(self, method: str, file_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        name = f"files/{file_id}"
+        self.count("files.get" if method == "GET" else "files.delete")
+        if name not in self.files:
+            return 404, error_body(404, "NOT_FOUND", f"{name} not found"), {}
+        if method == "DELETE":
+            del self.files[name]
+            return 200, {}, {}
+        return 200, self.files[name]["meta"], {}
+
+    def download_file(self, file_id: str) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
+        self.count("files.download")
+        name = f"files/{file_id}"
+        if name not in self.files:
+            return 404, error_body(404, "NOT_FOUND", f"{name} not found"), {}
+        return 200, self.files[name]["data"], {}
 
 
 if __name__ == "__main__":

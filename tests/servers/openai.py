@@ -63,6 +63,9 @@ class OpenAIServer(FakeLLMServer):
         self.last_body = body
         if self.reject_response_format and response_format:
             return 400, error_body("response_format is not supported", "invalid_request_error", 400), {}
+        if (wait := self.quota_retry_after()) is not None:
+            code, kind, message = HTTP_FAULTS["429"]
+            return code, error_body(message, kind, code), {"Retry-After": f"{wait:.3f}"}
         fault = self.take_fault(prompt)
         self.simulate_latency(fault)
         if fault is not None and fault.kind in HTTP_FAULTS:
