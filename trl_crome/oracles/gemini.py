@@ -1,13 +1,11 @@
-"""Gemini through the official `google-genai` client: async with bounded concurrency, retries, the Batch API."""
+"""Gemini through the official `google-genai` client: async with bounded concurrency, quota pacing and retries, or
+the Batch API (see `gemini_batch.py`)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
-import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -17,7 +15,6 @@ import httpx2 as httpx  # the HTTP client google-genai talks through (a dependen
 from google import genai
 from google.genai import errors, types
 from pydantic import BaseModel, SecretStr
-from tqdm.auto import tqdm
 
 from ..models import default_cache_dir
 from .base import (
@@ -31,15 +28,14 @@ from .base import (
     is_transient_error,
     parse_retry_after,
 )
+from .gemini_batch import BatchRunner
+from .pacing import Throttle
 
 logger = logging.getLogger(__name__)
 
 API_KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 SAFETY_FINISH_REASONS = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
-# A failed row of a batch job carries a google.rpc.Status: gRPC codes, mapped to the reasons of online calls.
-GRPC_REASONS = {3: "http_400", 4: "timeout", 8: "http_429", 13: "http_500", 14: "http_503"}
-BATCH_DONE_STATES = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 
 
 class GeminiOracle(Oracle):
@@ -50,7 +46,9 @@ class GeminiOracle(Oracle):
     as `"malformed"`. Safety blocks give `"safety"`, MAX_TOKENS truncation `"truncated"` (text kept). Timeouts, 429
     and 5xx are retried with exponential backoff and jitter, honouring `Retry-After`; when retries run out the
     reason (`"timeout"`, `"http_429"`, `"http_503"`, ...) is returned, and a cache does not store it. A rejected
-    API key or an unknown model raises [`OracleFatalError`].
+    API key or an unknown model raises [`OracleFatalError`], and so does an unreachable API (see `outage_timeout`).
+    Online calls can be paced to the account's quota (`requests_per_minute`, `tokens_per_minute`), and the calls in
+    flight halve on a 429 and grow back with successes ([`~trl_crome.oracles.pacing.Throttle`]).
 
     Args:
         model (`str`, defaults to `"gemini-2.5-flash"`):
@@ -59,7 +57,15 @@ class GeminiOracle(Oracle):
             Defaults to the `GEMINI_API_KEY` or `GOOGLE_API_KEY` environment variable. Held as a `SecretStr`: never
             logged, cached, or shown in a repr or an exception.
         max_concurrency (`int`, defaults to `32`):
-            Requests in flight at once (online mode).
+            Requests in flight at once (online mode); the most, when 429s lower it for a while.
+        requests_per_minute (`float`, *optional*):
+            Online calls per minute, retries included, spaced evenly (the account's RPM quota for the model).
+        tokens_per_minute (`float`, *optional*):
+            Input tokens per minute (the account's TPM quota), estimated from the prompt and corrected by the answer.
+        outage_timeout (`float`, defaults to `120.0`):
+            Seconds of consecutive failed calls (connection refused, timeouts, 429, 5xx) after which the run stops
+            with [`OracleFatalError`], keeping what it was paid for; `startup_timeout` (defaults to `15.0`) when no
+            call has succeeded yet (a wrong URL stops the run in about that time).
         http_options (`dict` or `google.genai.types.HttpOptions`, *optional*):
             Passed to `genai.Client`, e.g. `{"base_url": "http://127.0.0.1:8080"}` for a local server.
         max_retries (`int`, defaults to `5`):
@@ -71,9 +77,22 @@ class GeminiOracle(Oracle):
         thinking_budget (`int`, *optional*):
             Thinking tokens allowed (0 turns thinking off on Flash models); `None` keeps the model's default.
         batch (`bool`, defaults to `False`):
-            Use the Batch API (half price, answers within hours): requests are submitted as inlined batch jobs of
-            `batch_size` rows. Each job's name is written to `state_dir` before polling, keyed by a hash of its
-            requests, so an interrupted run resumes polling the same job instead of paying again.
+            Use the Batch API (half price, answers within hours): requests go in jobs of `batch_size` rows, at most
+            `batch_max_jobs` jobs in flight, inline or, past `batch_inline_max_bytes`, as a JSONL file through the
+            Files API. Each job is recorded in `state_dir` before it is submitted, so an interrupted run resumes its
+            jobs instead of paying again (see [`~trl_crome.oracles.gemini_batch.BatchRunner`]).
+        batch_size (`int`, defaults to `1000`):
+            Requests per batch job.
+        batch_max_jobs (`int`, defaults to `50`):
+            Batch jobs in flight at once (Google allows 100 per project); the others wait their turn. Lowered for
+            the rest of the run when the server refuses a new job with 429.
+        batch_max_enqueued_tokens (`int`, *optional*):
+            Most estimated input tokens in the jobs in flight (the model's enqueued-token quota).
+        batch_inline_max_bytes (`int`, defaults to `18_000_000`):
+            Jobs whose requests' JSON is larger go as a file (Google refuses inline jobs past 20 MB).
+        batch_resubmits (`int`, defaults to `3`):
+            How many times the rows a job left unanswered (missing, transient errors, a failed or expired job) are
+            submitted again in a new job before they are reported as failed.
         state_dir (`str` or `os.PathLike`, *optional*):
             Defaults to `~/.cache/trl_crome/gemini_batches` (or `$TRL_CROME_CACHE/gemini_batches`).
         poll_interval (`float`, defaults to `30.0`):
@@ -98,6 +117,10 @@ class GeminiOracle(Oracle):
         model: str = "gemini-2.5-flash",
         api_key: str | None = None,
         max_concurrency: int = 32,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        outage_timeout: float = 120.0,
+        startup_timeout: float = 15.0,
         http_options: dict[str, Any] | types.HttpOptions | None = None,
         max_retries: int = 5,
         timeout: float = 120.0,
@@ -105,6 +128,10 @@ class GeminiOracle(Oracle):
         thinking_budget: int | None = None,
         batch: bool = False,
         batch_size: int = 1000,
+        batch_max_jobs: int = 50,
+        batch_max_enqueued_tokens: int | None = None,
+        batch_inline_max_bytes: int = 18_000_000,
+        batch_resubmits: int = 3,
         state_dir: str | os.PathLike | None = None,
         poll_interval: float = 30.0,
         backoff_base: float = 1.0,
@@ -124,9 +151,24 @@ class GeminiOracle(Oracle):
         self.malformed_retries = malformed_retries
         self.thinking_budget = thinking_budget
         self.batch = batch
+        if batch_size < 1 or batch_max_jobs < 1:
+            raise ValueError(f"batch_size ({batch_size}) and batch_max_jobs ({batch_max_jobs}) must be >= 1")
         self.batch_size = batch_size
+        self.batch_max_jobs = batch_max_jobs
+        self.batch_max_enqueued_tokens = batch_max_enqueued_tokens
+        self.batch_inline_max_bytes = batch_inline_max_bytes
+        self.batch_resubmits = batch_resubmits
         self.state_dir = Path(state_dir) if state_dir is not None else default_cache_dir() / "gemini_batches"
         self.poll_interval = poll_interval
+        where = f"Gemini ({options.base_url or 'generativelanguage.googleapis.com'}, model {model!r})"
+        self.throttle = Throttle(
+            max_concurrency,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            outage_timeout=outage_timeout,
+            startup_timeout=startup_timeout,
+            where=where,
+        )
         if prices is None and model not in self.PRICES:
             logger.warning("No price known for %s: cost estimates will be 0 (pass `prices=(input, output)`).", model)
         input_price, output_price = prices or self.PRICES.get(model, (0.0, 0.0))
@@ -218,20 +260,24 @@ class GeminiOracle(Oracle):
         retries = malformed = 0
         while True:
             usage.calls += 1
-            retry_after = None
-            try:
-                answer = await self._client().aio.models.generate_content(
-                    model=self.model, contents=request.prompt, config=config
-                )
-            except errors.APIError as error:
-                reason = self._api_error_reason(error)
-                headers = getattr(error.response, "headers", None) or {}
-                retry_after = parse_retry_after(headers.get("retry-after"))
-            except httpx.TimeoutException:
-                reason = "timeout"
-            except httpx.TransportError:
-                reason = "connection"
-            else:
+            answer = None
+            async with self.throttle.call(request) as outcome:  # pacing, adaptive concurrency, outage breaker
+                try:
+                    answer = await self._client().aio.models.generate_content(
+                        model=self.model, contents=request.prompt, config=config
+                    )
+                except errors.APIError as error:
+                    outcome.failure = self._api_error_reason(error)
+                    headers = getattr(error.response, "headers", None) or {}
+                    outcome.retry_after = parse_retry_after(headers.get("retry-after"))
+                except httpx.TimeoutException:
+                    outcome.failure = "timeout"
+                except httpx.TransportError:
+                    outcome.failure = "connection"
+                else:
+                    metadata = answer.usage_metadata
+                    outcome.input_tokens = metadata.prompt_token_count if metadata is not None else None
+            if answer is not None:
                 response = self._to_response(request, answer, usage)
                 if response.error != "malformed" or malformed >= self.malformed_retries:
                     return response
@@ -240,9 +286,10 @@ class GeminiOracle(Oracle):
                     "Malformed JSON from %s, asking again (%d/%d)", self.model, malformed, self.malformed_retries
                 )
                 continue
+            reason = outcome.failure
             if not is_transient_error(reason) or retries >= self.retry.max_retries:
                 return OracleResponse(usage=usage, error=reason)
-            delay = self.retry.delay(retries, retry_after)
+            delay = self.retry.delay(retries, outcome.retry_after)
             retries += 1
             logger.info(
                 "%s from %s; retry %d/%d in %.1f s", reason, self.model, retries, self.retry.max_retries, delay
@@ -256,116 +303,5 @@ class GeminiOracle(Oracle):
             async for item in super()._astream(requests, should_stop):
                 yield item
             return
-        chunks = [
-            range(start, min(start + self.batch_size, len(requests)))
-            for start in range(0, len(requests), self.batch_size)
-        ]
-        jobs = [asyncio.create_task(self._run_batch_job(requests, chunk, should_stop)) for chunk in chunks]
-        try:
-            for finished in asyncio.as_completed(jobs):
-                state_path, rows = await finished
-                for item in rows:
-                    yield item
-                # Only now, when every answer has been handed on (and stored by a cache): a run killed earlier
-                # resumes this job rather than paying for it again.
-                state_path.unlink(missing_ok=True)
-        finally:
-            for job in jobs:
-                job.cancel()
-            await asyncio.gather(*jobs, return_exceptions=True)
-
-    # -- Batch API -------------------------------------------------------------------------------------------------
-    def _state_path(self, keys: Sequence[str]) -> Path:
-        digest = hashlib.sha256("\n".join(sorted(set(keys))).encode()).hexdigest()[:32]
-        return self.state_dir / f"{digest}.json"
-
-    async def _run_batch_job(
-        self, requests: Sequence[OracleRequest], indices: range, should_stop: StopCheck | None = None
-    ) -> tuple[Path, list[tuple[int, OracleResponse]]]:
-        """Submits (or resumes) one batch job, polls it to the end; returns its state file and its rows' responses.
-
-        A job already submitted is always resumed (it is paid for); a new one is not submitted once `should_stop()`
-        says so, and then gives no rows."""
-        client = self._client()
-        keys = [requests[i].cache_key(self.model) for i in indices]
-        state_path = self._state_path(keys)
-        if state_path.exists():
-            name = json.loads(state_path.read_text())["name"]
-            logger.info("Resuming batch job %s (%d requests) from %s", name, len(keys), state_path)
-        elif should_stop is not None and should_stop():
-            return state_path, []
-        else:
-            inlined = [
-                types.InlinedRequest(
-                    contents=requests[i].prompt, config=self._config(requests[i]), metadata={"key": k}
-                )
-                for i, k in zip(indices, keys)
-            ]
-            job = await self._call_with_retries(
-                client.aio.batches.create,
-                model=self.model,
-                src=inlined,
-                config=types.CreateBatchJobConfig(display_name=f"trl-crome-{state_path.stem[:12]}"),
-            )
-            name = job.name
-            # Written before the first poll: a run killed from now on resumes this job instead of paying again.
-            _write_atomically(
-                state_path, {"name": name, "model": self.model, "requests": len(keys), "time": time.time()}
-            )
-            logger.info("Submitted batch job %s (%d requests); state in %s", name, len(keys), state_path)
-        with tqdm(desc=f"polling {name}", unit="poll", leave=False) as bar:
-            job = await self._call_with_retries(client.aio.batches.get, name=name)
-            while job.state is None or job.state.value not in BATCH_DONE_STATES:
-                bar.set_postfix_str(job.state.value if job.state is not None else "unknown", refresh=False)
-                bar.update()
-                await asyncio.sleep(self.poll_interval)
-                job = await self._call_with_retries(client.aio.batches.get, name=name)
-        state = job.state.value
-        if state != "JOB_STATE_SUCCEEDED" or job.dest is None or job.dest.inlined_responses is None:
-            logger.warning(
-                "Batch job %s ended in %s: its %d requests are reported as batch_failed", name, state, len(keys)
-            )
-            state_path.unlink(missing_ok=True)  # the next run submits them again
-            return state_path, [(i, OracleResponse(usage=Usage(calls=1), error="batch_failed")) for i in indices]
-        rows = job.dest.inlined_responses
-        by_key = {row.metadata["key"]: row for row in rows if row.metadata and "key" in row.metadata}
-        results = []
-        for position, (index, key) in enumerate(zip(indices, keys)):
-            row = by_key.get(key, rows[position] if position < len(rows) else None)
-            usage = Usage(calls=1)
-            if row is None or (row.response is None and row.error is None):
-                results.append((index, OracleResponse(usage=usage, error="batch_missing")))
-            elif row.error is not None:
-                code = row.error.code or 0
-                results.append(
-                    (index, OracleResponse(usage=usage, error=GRPC_REASONS.get(code, f"batch_error_{code}")))
-                )
-            else:
-                results.append((index, self._to_response(requests[index], row.response, usage)))
-        return state_path, results
-
-    async def _call_with_retries(self, method, **kwargs):
-        """A Batch API call (create / get), retried like online calls; raises when retries run out."""
-        for attempt in range(self.retry.max_retries + 1):
-            retry_after = None
-            try:
-                return await method(**kwargs)
-            except errors.APIError as error:
-                reason = self._api_error_reason(error)
-                if not is_transient_error(reason) or attempt == self.retry.max_retries:
-                    raise OracleFatalError(
-                        self._redact(f"Batch API call failed: {error.code} {error.message}")
-                    ) from None
-                headers = getattr(error.response, "headers", None) or {}
-                retry_after = parse_retry_after(headers.get("retry-after"))
-            except httpx.TransportError as error:
-                if attempt == self.retry.max_retries:
-                    raise OracleFatalError(f"Batch API unreachable: {type(error).__name__}") from None
-            await asyncio.sleep(self.retry.delay(attempt, retry_after))
-
-
-def _write_atomically(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(data))
-    os.replace(temp, path)
+        async for item in BatchRunner(self, requests).run(should_stop):
+            yield item

@@ -21,6 +21,7 @@ from .base import (
     is_transient_error,
     parse_retry_after,
 )
+from .pacing import Throttle
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,9 @@ class OpenAICompatibleOracle(Oracle):
 
     A request with a `schema` asks for `response_format={"type": "json_schema", ...}`; a server that rejects it (400)
     is asked again without it, and from then on the JSON is read from the text (the first JSON object that
-    validates). Retries, reasons and usage follow [`GeminiOracle`]: 429 / 5xx / timeouts retried with backoff and
-    `Retry-After`; finish_reason `length` -> `"truncated"`, `content_filter` -> `"safety"`; tokens from
-    `usage.prompt_tokens` / `usage.completion_tokens`.
+    validates). Retries, reasons, usage, quota pacing and the outage breaker follow [`GeminiOracle`]: 429 / 5xx /
+    timeouts retried with backoff and `Retry-After`; finish_reason `length` -> `"truncated"`, `content_filter` ->
+    `"safety"`; tokens from `usage.prompt_tokens` / `usage.completion_tokens`.
 
     Args:
         model (`str`):
@@ -42,10 +43,12 @@ class OpenAICompatibleOracle(Oracle):
         api_key (`str` or `None`):
             Defaults to `OPENAI_API_KEY` (local servers usually need none). Never logged, cached or shown.
         max_concurrency (`int`, defaults to `32`):
-            Requests in flight at once.
-        max_retries (`int`, defaults to `5`), timeout (`float`, defaults to `120.0`), malformed_retries (`int`,
-        defaults to `1`), backoff_base / backoff_max (`float`):
-            As in [`GeminiOracle`].
+            Requests in flight at once; the most, when 429s lower it for a while.
+        requests_per_minute / tokens_per_minute (`float`, *optional*), outage_timeout / startup_timeout (`float`,
+        defaults to `120.0` / `15.0`), max_retries (`int`, defaults to `5`), timeout (`float`, defaults to
+        `120.0`), malformed_retries (`int`, defaults to `1`), backoff_base / backoff_max (`float`):
+            As in [`GeminiOracle`]. `tokens_per_minute` counts input tokens (OpenAI's own limit also counts
+            `max_tokens`: set it lower there).
         prices (`tuple[float, float]`, defaults to `(0.0, 0.0)`):
             USD per million input / output tokens.
         extra_body (`dict`, *optional*):
@@ -58,6 +61,10 @@ class OpenAICompatibleOracle(Oracle):
         base_url: str,
         api_key: str | None = None,
         max_concurrency: int = 32,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        outage_timeout: float = 120.0,
+        startup_timeout: float = 15.0,
         max_retries: int = 5,
         timeout: float = 120.0,
         malformed_retries: int = 1,
@@ -76,6 +83,14 @@ class OpenAICompatibleOracle(Oracle):
         self.input_price_per_million, self.output_price_per_million = prices
         self.extra_body = extra_body or {}
         self.json_schema_supported = True  # turned off when the server rejects `response_format`
+        self.throttle = Throttle(
+            max_concurrency,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            outage_timeout=outage_timeout,
+            startup_timeout=startup_timeout,
+            where=f"{self.base_url} (model {model!r})",
+        )
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -143,34 +158,40 @@ class OpenAICompatibleOracle(Oracle):
         while True:
             usage.calls += 1
             body = self._body(request)
-            retry_after = None
-            try:
-                answer = await self._client().post(url, json=body)
-            except httpx.TimeoutException:
-                reason = "timeout"
-            except httpx.TransportError:
-                reason = "connection"
-            else:
-                if answer.status_code == 200:
-                    data = _json_or_none(answer)
-                    if data is not None:
-                        response = self._to_response(request, data, usage)
-                        if response.error != "malformed" or malformed >= self.malformed_retries:
-                            return response
-                        malformed += 1
-                        continue
-                    reason = "bad_response"  # a proxy's error page or a cut body: worth another try
-                elif answer.status_code == 400 and "response_format" in body:
-                    logger.warning("%s rejected response_format; reading JSON from the answer text", self.base_url)
-                    self.json_schema_supported = False
-                    continue
+            data = None
+            async with self.throttle.call(request) as outcome:  # pacing, adaptive concurrency, outage breaker
+                try:
+                    answer = await self._client().post(url, json=body)
+                except httpx.TimeoutException:
+                    outcome.failure = "timeout"
+                except httpx.TransportError:
+                    outcome.failure = "connection"
                 else:
-                    self._raise_if_fatal(answer)
-                    reason = f"http_{answer.status_code}"
-                    retry_after = parse_retry_after(answer.headers.get("retry-after"))
+                    if answer.status_code == 200:
+                        data = _json_or_none(answer)
+                        # None: a proxy's error page or a cut body, worth another try
+                        outcome.failure = None if data is not None else "bad_response"
+                        outcome.input_tokens = ((data or {}).get("usage") or {}).get("prompt_tokens")
+                    elif answer.status_code == 400 and "response_format" in body:
+                        outcome.failure = "http_400"  # the API answered: not an outage
+                    else:
+                        self._raise_if_fatal(answer)
+                        outcome.failure = f"http_{answer.status_code}"
+                        outcome.retry_after = parse_retry_after(answer.headers.get("retry-after"))
+            if data is not None:
+                response = self._to_response(request, data, usage)
+                if response.error != "malformed" or malformed >= self.malformed_retries:
+                    return response
+                malformed += 1
+                continue
+            if outcome.failure == "http_400" and "response_format" in body:
+                logger.warning("%s rejected response_format; reading JSON from the answer text", self.base_url)
+                self.json_schema_supported = False
+                continue
+            reason = outcome.failure
             if not is_transient_error(reason) or retries >= self.retry.max_retries:
                 return OracleResponse(usage=usage, error=reason)
-            delay = self.retry.delay(retries, retry_after)
+            delay = self.retry.delay(retries, outcome.retry_after)
             retries += 1
             logger.info(
                 "%s from %s; retry %d/%d in %.1f s", reason, self.base_url, retries, self.retry.max_retries, delay

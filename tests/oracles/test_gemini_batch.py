@@ -1,0 +1,199 @@
+"""The Gemini Batch API at scale, against the local Gemini server's batch and file endpoints (counted at the server):
+jobs in flight, file jobs, partial and expired jobs, and resuming after a kill at any point without a second
+submission of an accepted job."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import signal
+import time
+from collections import Counter
+
+import pytest
+from pydantic import BaseModel
+
+from tests.servers.common import Call
+from tests.servers.gemini import GeminiServer
+from trl_crome.oracles import CachedOracle, GeminiOracle, OracleFatalError, OracleRequest
+from trl_crome.oracles.cache import OracleCache
+
+FAKE_KEY = "AIzaFAKE-batch-test-0123456789"
+
+
+class Verdict(BaseModel):
+    label: str
+
+
+def verdict_responder(call: Call) -> str:
+    return json.dumps({"label": call.prompt.upper()})
+
+
+@pytest.fixture
+def server():
+    with GeminiServer(responder=verdict_responder) as running:
+        yield running
+
+
+def batch_oracle(url: str, state_dir, **kwargs) -> GeminiOracle:
+    kwargs = {"timeout": 5.0, "backoff_base": 0.01, "max_retries": 3, "poll_interval": 0.02, **kwargs}
+    return GeminiOracle(api_key=FAKE_KEY, http_options={"base_url": url}, batch=True, state_dir=state_dir, **kwargs)
+
+
+def ask(*prompts: str) -> list[OracleRequest]:
+    return [OracleRequest(prompt=p, template="t@1", schema=Verdict) for p in prompts]
+
+
+def labels(responses) -> list[str | None]:
+    return [r.parsed["label"] if r.parsed else r.error for r in responses]
+
+
+def test_at_most_batch_max_jobs_in_flight_the_rest_queued(server, tmp_path):
+    server.batch_polls_until_done = 3
+    prompts = [f"q{i}" for i in range(24)]
+    oracle = batch_oracle(server.url, tmp_path / "state", batch_size=2, batch_max_jobs=3)
+    responses = oracle.generate(ask(*prompts), progress=False)
+    assert labels(responses) == [p.upper() for p in prompts]
+    assert server.requests["batchGenerateContent"] == 12 and server.peak_active_batches == 3
+    assert server.prompts == Counter(dict.fromkeys(prompts, 1))
+
+
+def test_a_server_refusing_new_jobs_lowers_the_jobs_in_flight(server, tmp_path):
+    server.batch_max_active = 2  # the account's limit is below ours: creates past it answer 429
+    prompts = [f"q{i}" for i in range(10)]
+    oracle = batch_oracle(server.url, tmp_path / "state", batch_size=2, batch_max_jobs=5)
+    responses = oracle.generate(ask(*prompts), progress=False)
+    assert labels(responses) == [p.upper() for p in prompts]
+    assert server.peak_active_batches == 2
+    accepted = len(server.batches)
+    assert accepted == 5 and server.requests["batchGenerateContent"] - accepted <= 5  # a refusal or so per slot
+    assert all(r.usage.calls == 1 for r in responses)
+
+
+def test_enqueued_token_budget_limits_the_jobs_in_flight(server, tmp_path):
+    prompts = [f"{'word ' * 40}{i}" for i in range(8)]  # ~50 estimated tokens each, 100 per job of 2
+    oracle = batch_oracle(server.url, tmp_path / "state", batch_size=2, batch_max_enqueued_tokens=250)
+    assert labels(oracle.generate(ask(*prompts), progress=False)) == [p.upper() for p in prompts]
+    assert server.peak_active_batches == 2 and len(server.batches) == 4
+
+
+def test_large_jobs_go_as_a_jsonl_file_and_come_back_as_one(server, tmp_path):
+    server.inline_limit_bytes = 1_500  # an inline job this size would be refused with 400
+    server.add_fault("safety", match="unsafe")
+    server.add_fault("503", match="busy")
+    prompts = ["alpha " * 30, "unsafe " * 30, "busy " * 30, "beta"]
+    oracle = batch_oracle(server.url, tmp_path / "state", batch_size=4, batch_inline_max_bytes=1_000)
+    responses = oracle.generate(ask(*prompts), progress=False)
+    assert labels(responses) == [prompts[0].upper(), "safety", prompts[2].upper(), "BETA"]
+    # Two file jobs: all four rows, then the one that failed with a 503 (too small for a file: inline).
+    assert server.requests["files.upload"] == 1 and server.requests["files.download"] == 1
+    assert server.requests["batchGenerateContent"] == 2 and server.prompts[prompts[2]] == 2
+    assert not server.files  # the input and result files are deleted once the answers are handed on
+    assert not list((tmp_path / "state").iterdir())
+    tokens = responses[0].usage.input_tokens
+    assert tokens == 30 and responses[0].usage.calls == 1  # usage read from the result file
+
+
+def test_expired_and_partial_jobs_resubmit_only_their_unanswered_requests(server, tmp_path):
+    server.batch_outcomes = ["BATCH_STATE_EXPIRED"]  # the first job expires without output
+    server.batch_drop_rows = 1  # the next job that succeeds leaves its first row out
+    server.add_fault("429", match="q5")  # and a row fails with a transient error once
+    prompts = [f"q{i}" for i in range(6)]
+    oracle = batch_oracle(server.url, tmp_path / "state", batch_size=3, batch_max_jobs=1)
+    responses = oracle.generate(ask(*prompts), progress=False)
+    assert labels(responses) == [p.upper() for p in prompts]
+    # Job 1 (q0-q2) expired: all three again, in job 2, which left q0 out: q0 alone in job 3. Then job 4 (q3-q5),
+    # where q5 failed with a 429: q5 alone in job 5. Nothing answered was asked again.
+    assert server.prompts == Counter({"q0": 3, "q1": 2, "q2": 2, "q3": 1, "q4": 1, "q5": 2})
+    assert [r.usage.calls for r in responses] == [3, 2, 2, 1, 1, 2]
+    assert server.requests["batchGenerateContent"] == 5
+
+
+def test_resubmissions_are_bounded_and_end_as_transient_failures(server, tmp_path):
+    server.batch_drop_rows = 10**6  # the server never answers any row
+    oracle = CachedOracle(batch_oracle(server.url, tmp_path / "state", batch_resubmits=2), tmp_path / "cache")
+    responses = oracle.generate(ask("x", "y"), progress=False)
+    assert [r.error for r in responses] == ["batch_failed", "batch_failed"]
+    assert server.requests["batchGenerateContent"] == 3 and len(OracleCache(tmp_path / "cache")) == 0
+
+
+def test_a_lost_create_answer_finds_the_accepted_job_instead_of_submitting_again(server, tmp_path):
+    server.batch_create_delay = 1.0  # the job is registered, then the answer comes after the client's timeout
+    oracle = batch_oracle(server.url, tmp_path / "state", timeout=0.5)
+    responses = oracle.generate(ask("a", "b"), progress=False)
+    assert labels(responses) == ["A", "B"]
+    assert server.requests["batchGenerateContent"] == 1 and server.requests["batches.list"] >= 1
+
+
+def test_a_batch_api_refusing_every_job_stops_the_run(server, tmp_path):
+    server.batch_max_active = 0  # every create answers 429, and none of this run's jobs is in flight
+    oracle = batch_oracle(server.url, tmp_path / "state", max_retries=2)
+    with pytest.raises(OracleFatalError, match="refused every new job 3 times"):
+        oracle.generate(ask("a"), progress=False)
+    assert server.requests["batchGenerateContent"] == 3 and not server.batches
+
+
+# -- killed at any point ------------------------------------------------------------------------------------------
+def _batch_child(url: str, tmp: str, prompts: list[str]) -> None:
+    """One run of the batch pipeline in its own process, killed from outside with SIGKILL."""
+    oracle = batch_oracle(url, os.path.join(tmp, "state"), batch_size=3, batch_max_jobs=2, poll_interval=0.05)
+    CachedOracle(oracle, os.path.join(tmp, "cache")).generate(ask(*prompts), progress=False)
+
+
+def _kill_when(process, condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.is_alive(), "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "the kill point was never reached"
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(10)
+
+
+@pytest.mark.slow
+def test_killed_at_any_point_no_accepted_job_is_submitted_twice(server, tmp_path):
+    server.batch_polls_until_done = 4
+    server.batch_create_delay = 0.5  # a wide window between the server accepting a job and the client hearing of it
+    prompts = [f"q{i}" for i in range(12)]  # 4 jobs of 3, 2 in flight
+    context = multiprocessing.get_context("spawn")
+    cache = lambda: len(OracleCache(tmp_path / "cache"))  # noqa: E731
+    kill_points = [
+        lambda: server.requests["batchGenerateContent"] >= 1,  # inside the first create call: accepted, unanswered
+        lambda: server.requests["batches.get"] >= 3,  # while polling
+        lambda: cache() >= 1,  # while the first job's answers are being stored
+        lambda: server.requests["batchGenerateContent"] >= 3,  # inside a later create call
+    ]
+    for condition in kill_points:
+        process = context.Process(target=_batch_child, args=(server.url, str(tmp_path), prompts))
+        process.start()
+        _kill_when(process, condition)
+
+    creates = server.requests["batchGenerateContent"]
+    oracle = CachedOracle(batch_oracle(server.url, tmp_path / "state", batch_size=3), tmp_path / "cache")
+    responses = oracle.generate(ask(*prompts), progress=False)
+    assert labels(responses) == [p.upper() for p in prompts]
+    assert server.prompts == Counter(dict.fromkeys(prompts, 1))  # every request was in exactly one accepted job
+    assert len(server.batches) == server.requests["batchGenerateContent"] == 4 >= creates
+    assert server.requests["batches.list"] >= 1  # the jobs accepted during a kill were found by their display name
+    assert not list((tmp_path / "state").iterdir())
+
+
+def test_an_interrupted_run_resumes_from_its_state_in_process(server, tmp_path):
+    server.batch_polls_until_done = 10**6
+
+    async def interrupted():
+        oracle = CachedOracle(batch_oracle(server.url, tmp_path / "state", batch_size=1), tmp_path / "cache")
+        await asyncio.wait_for(oracle.agenerate_many(ask("a", "b", "c"), progress=False), timeout=0.5)
+
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(interrupted())
+    states = [json.loads(p.read_text()) for p in (tmp_path / "state").glob("*.json")]
+    assert len(states) == 3 and all(s["name"] and s["display_name"].startswith("trl-crome-") for s in states)
+    server.batch_polls_until_done = 0
+    responses = CachedOracle(batch_oracle(server.url, tmp_path / "state"), tmp_path / "cache").generate(
+        ask("c", "b", "a", "d"), progress=False
+    )
+    assert labels(responses) == ["C", "B", "A", "D"]
+    assert server.requests["batchGenerateContent"] == 4 and server.prompts == Counter(dict.fromkeys("abcd", 1))
