@@ -52,6 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     oracle.add_argument("--base-url", help="Server URL: any OpenAI-compatible server, or a Gemini API endpoint.")
     oracle.add_argument("--batch", action="store_true", help="Use the Gemini Batch API (half price, slower).")
     oracle.add_argument("--max-concurrency", type=int, help="Oracle requests in flight at once.")
+    oracle.add_argument(
+        "--rpm", type=float, help="Pace online calls to this many per minute (your quota; set it ~5%% under)."
+    )
+    oracle.add_argument("--tpm", type=float, help="Pace online calls to this many input tokens per minute.")
+    oracle.add_argument(
+        "--outage-timeout",
+        type=float,
+        help="Stop the run when calls have failed for this many seconds in a row (default 120; 15 before any call "
+        "has succeeded). Answers already paid for are kept.",
+    )
+    oracle.add_argument("--batch-size", type=int, help="Requests per Batch API job (default 1000).")
+    oracle.add_argument("--batch-max-jobs", type=int, help="Batch API jobs in flight at once (default 50).")
     oracle.add_argument("--cache-dir", help="Oracle cache folder (default: <state folder>/oracle_cache).")
     oracle.add_argument(
         "--thinking-budget", type=int, help="Gemini thinking tokens per call (0: off; default: the model's own)."
@@ -150,6 +162,15 @@ def build_oracle(args: argparse.Namespace, state_dir: Path):
     kwargs = {}
     if args.max_concurrency is not None:
         kwargs["max_concurrency"] = args.max_concurrency
+    online = {"requests_per_minute": args.rpm, "tokens_per_minute": args.tpm, "outage_timeout": args.outage_timeout}
+    batch = {"batch_size": args.batch_size, "batch_max_jobs": args.batch_max_jobs}
+    if args.oracle == "transformers" and any(v is not None for v in (*online.values(), *batch.values())):
+        raise ValueError("--rpm, --tpm, --outage-timeout and --batch-* do not apply to --oracle transformers.")
+    if not args.batch and any(v is not None for v in batch.values()):
+        raise ValueError("--batch-size and --batch-max-jobs need --batch.")
+    if args.batch and (args.rpm is not None or args.tpm is not None):
+        raise ValueError("--rpm and --tpm pace online calls; with --batch, limit the jobs with --batch-max-jobs.")
+    kwargs.update({k: v for k, v in {**online, **batch}.items() if v is not None})
     if args.oracle == "gemini":
         if args.base_url:
             kwargs["http_options"] = {"base_url": args.base_url}

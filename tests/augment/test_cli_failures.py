@@ -1,0 +1,121 @@
+"""`trl-crome augment` against a dead oracle (nothing listening, a rejected key, an outage in the middle of a run) and
+bad input at scale: the run stops early with a clear error and a non-zero exit, and keeps what it paid for.
+
+The CLI runs as a user runs it, in its own process, against the local servers of `tests/servers` (real HTTP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.augment.scripted import gemini_responder
+from tests.augment.test_cli import CLI, REPO, ROWS
+from tests.servers.gemini import GeminiServer
+from tests.servers.openai import OpenAIServer
+from trl_crome.cli import main
+from trl_crome.oracles.cache import OracleCache
+
+FAKE_KEY = "AIzaFAKE-crome-failures-0123456789"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture
+def dataset_file(tmp_path):
+    path = tmp_path / "preferences.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    return path
+
+
+def oracle_args(backend: str, url: str) -> list[str]:
+    if backend == "gemini":
+        return ["--oracle", "gemini", "--model", "gemini-test", "--base-url", url]
+    return ["--oracle", "openai", "--model", "m", "--base-url", url + "/v1"]
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str, float]:
+    started = time.monotonic()
+    done = subprocess.run(CLI + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stderr, time.monotonic() - started
+
+
+def refused_port() -> int:
+    """Port 9 (the issue's example) when nothing listens there, else a port just freed."""
+    for port in (9, 0):
+        with socket.socket() as probe:
+            if port == 9 and probe.connect_ex(("127.0.0.1", 9)) != 0:
+                return 9
+            if port == 0:
+                probe.bind(("127.0.0.1", 0))
+                return probe.getsockname()[1]
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["gemini", "openai"])
+def test_nothing_listening_stops_the_run_early(backend, tmp_path, env, dataset_file):
+    url = f"http://127.0.0.1:{refused_port()}"
+    output = tmp_path / "out.jsonl"
+    args = ["augment", "--dataset", str(dataset_file), "--output", str(output), "--no-progress"]
+    code, stderr, seconds = run_cli(args + oracle_args(backend, url), env)
+    assert code == 2 and not output.exists()
+    assert "looks unreachable" in stderr and "connection" in stderr and "no call has succeeded" in stderr
+    assert "Traceback" not in stderr
+    # The bound: 15 s (startup_timeout) after the first call, plus the wait before the retry that trips the breaker
+    # (the first calls' backoffs are 0.5-16 s, and with 32 requests in flight a failure arrives every few seconds),
+    # plus the CLI's start-up. Measured: ~16 s of calls.
+    assert seconds < 15 + 16 + 30
+
+
+@pytest.mark.parametrize("backend", ["gemini", "openai"])
+def test_a_server_answering_401_stops_the_run_at_once(backend, tmp_path, env, dataset_file):
+    server_class = GeminiServer if backend == "gemini" else OpenAIServer
+    with server_class() as server:
+        server.reject_status = 401
+        output = tmp_path / "out.jsonl"
+        args = ["augment", "--dataset", str(dataset_file), "--output", str(output), "--no-progress"]
+        args += ["--max-concurrency", "4", *oracle_args(backend, server.url)]
+        code, stderr, seconds = run_cli(args, env)
+    assert code == 2 and not output.exists()
+    assert "401" in stderr and "rejected" in stderr and FAKE_KEY not in stderr
+    assert server.requests["rejected"] <= 4  # one round of calls in flight, none retried
+    assert seconds < 60  # no retries, no backoff: the CLI's start-up and one round trip
+
+
+@pytest.mark.slow
+def test_an_outage_mid_run_stops_it_and_the_paid_answers_are_kept(tmp_path, env, dataset_file):
+    output = tmp_path / "run" / "pairs.jsonl"
+    with GeminiServer(responder=gemini_responder, latency=0.05) as server:
+        args = ["augment", "--dataset", str(dataset_file), "--output", str(output), "--no-progress"]
+        args += ["--max-concurrency", "2", "--outage-timeout", "3", *oracle_args("gemini", server.url)]
+        process = subprocess.Popen(CLI + args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while server.requests["generateContent"] < 20:  # the rubrics (12) and a few rewrites are paid for
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        server.down = True  # from now on every request is dropped without an answer
+        went_down = time.monotonic()
+        stderr = process.communicate(timeout=120)[1]
+        seconds = time.monotonic() - went_down
+        paid = server.requests["generateContent"]
+        stored = len(OracleCache(output.with_name("pairs.jsonl.state") / "oracle_cache"))
+        assert process.returncode == 2 and not output.exists()
+        assert "looks unreachable" in stderr and "since the last successful call" in stderr
+        # The bound: --outage-timeout (3 s) plus the backoff before the failing call that trips it (<= 4 s here).
+        assert seconds < 3 + 4 + 5
+        assert paid - 2 <= stored <= paid  # every answer received is stored (2 were in flight at the outage)
+
+        # The network is back: the same command pays only for what was not stored.
+        server.down = False
+        assert main(args) == 0
+        assert server.requests["generateContent"] - paid == 12 + 12 * 2 * 2 - stored
