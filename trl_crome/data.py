@@ -7,13 +7,20 @@ or pre-tokenized `chosen_ids` / `rejected_ids`), plus two optional columns:
 - `kind` (`str`): a free label used for per-kind metrics, e.g. `"original"`, `"causal"`, `"neutral"`.
 
 Rows without `tie` are preference pairs; rows without `kind` are of kind `"neutral"` when they are ties and
-`"original"` otherwise. Validation runs when the trainer prepares a dataset, before any tokenization, and raises a
-[`CromeDataError`] that names the row index and the field.
+`"original"` otherwise. A missing value of an optional column (`None`: the column exists, but not in this row, as in a
+JSON lines file where some lines lack it) reads as its default: `tie` False, `kind` as above, `margin` 0. Validation
+runs when the trainer prepares a dataset, before any tokenization, and raises a [`CromeDataError`] that names the
+row index and the field.
+
+[`load_preference_data`] reads a local file, a `save_to_disk` folder or a Hub dataset; a JSON lines file with a line
+that is not JSON gets an error naming the file and the line.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, IterableDataset
@@ -24,6 +31,10 @@ KIND_ORIGINAL = "original"
 KIND_CAUSAL = "causal"
 KIND_NEUTRAL = "neutral"
 DEFAULT_KINDS = (KIND_ORIGINAL, KIND_CAUSAL, KIND_NEUTRAL)
+MARGIN_COLUMN = "margin"
+OPTIONAL_COLUMNS = (TIE_COLUMN, KIND_COLUMN, MARGIN_COLUMN)
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 
 
 class CromeDataError(ValueError):
@@ -85,15 +96,26 @@ def _check_row(row: dict[str, Any], index: int, dataset_name: str, tokenized: bo
             if (_is_messages(prompt) if conversational else isinstance(prompt, str)) is False:
                 expected = "a list of messages" if conversational else "a string"
                 fail("prompt", f"expected {expected} like the answers, got {type(prompt).__name__}")
-    if TIE_COLUMN in row and not isinstance(row[TIE_COLUMN], bool):
-        fail(
-            TIE_COLUMN,
-            f"must be a bool (True for a neutral pair), got {type(row[TIE_COLUMN]).__name__} {row[TIE_COLUMN]!r}",
-        )
-    if KIND_COLUMN in row and not (isinstance(row[KIND_COLUMN], str) and row[KIND_COLUMN]):
-        fail(KIND_COLUMN, f"must be a non-empty string, got {row[KIND_COLUMN]!r}")
-    if "margin" in row and not isinstance(row["margin"], int | float):
-        fail("margin", f"must be a number, got {type(row['margin']).__name__} {row['margin']!r}")
+    # A missing value (None) of an optional column reads as its default (see `_with_defaults`).
+    tie, kind, margin = (row.get(column) for column in OPTIONAL_COLUMNS)
+    if tie is not None and not isinstance(tie, bool):
+        fail(TIE_COLUMN, f"must be a bool (True for a neutral pair), got {type(tie).__name__} {tie!r}")
+    if kind is not None and not (isinstance(kind, str) and kind):
+        fail(KIND_COLUMN, f"must be a non-empty string, got {kind!r}")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float)):
+        fail(MARGIN_COLUMN, f"must be a number, got {type(margin).__name__} {margin!r}")
+
+
+def _with_defaults(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's missing optional values (None) replaced by their defaults: tie False, kind from tie, margin 0."""
+    filled = {}
+    if TIE_COLUMN in row and row[TIE_COLUMN] is None:
+        filled[TIE_COLUMN] = False
+    if KIND_COLUMN in row and row[KIND_COLUMN] is None:
+        filled[KIND_COLUMN] = default_kind(bool(row.get(TIE_COLUMN)))
+    if MARGIN_COLUMN in row and row[MARGIN_COLUMN] is None:
+        filled[MARGIN_COLUMN] = 0.0
+    return filled
 
 
 def required_columns(column_names: Iterable[str]) -> tuple[str, ...]:
@@ -115,6 +137,10 @@ def validate_preference_dataset(
         dataset_name (`str`):
             Used in error messages, e.g. `"train"` or `"eval"`.
 
+    Returns:
+        The dataset, with the missing values of `tie`, `kind` and `margin` (None) replaced by their defaults, and its
+        kinds.
+
     Raises:
         [`CromeDataError`]: for a missing column, a wrong type, an empty answer, a `tie` that is not a bool, an empty
         `kind`, naming the row index and the field.
@@ -135,13 +161,15 @@ def validate_preference_dataset(
     if isinstance(dataset, IterableDataset):
         return dataset.map(_StreamValidator(dataset_name, tokenized), with_indices=True), []
 
-    checked = [c for c in ("prompt", *required, TIE_COLUMN, KIND_COLUMN, "margin") if c in column_names]
+    checked = [c for c in ("prompt", *required, *OPTIONAL_COLUMNS) if c in column_names]
     columns = {c: dataset[c] for c in checked}
     kinds: dict[str, None] = {}
     for index in range(len(dataset)):
         row = {c: values[index] for c, values in columns.items()}
         _check_row(row, index, dataset_name, tokenized)
-        kinds[row.get(KIND_COLUMN) or default_kind(row.get(TIE_COLUMN, False))] = None
+        kinds[row.get(KIND_COLUMN) or default_kind(bool(row.get(TIE_COLUMN)))] = None
+    if any(None in columns[c] for c in OPTIONAL_COLUMNS if c in columns):
+        dataset = dataset.map(_with_defaults, desc="Filling missing tie / kind / margin values")
     return dataset, list(kinds)
 
 
@@ -153,4 +181,63 @@ class _StreamValidator:
 
     def __call__(self, row: dict[str, Any], index: int) -> dict[str, Any]:
         _check_row(row, index, self.dataset_name, self.tokenized)
-        return row
+        return {**row, **_with_defaults(row)}
+
+
+def load_preference_data(name: str, config: str | None = None, split: str = "train") -> Dataset:
+    """Preference data from a local file (`.jsonl`, `.json`, `.parquet`, `.csv`, optionally compressed), a folder
+    saved with `save_to_disk`, or a Hub dataset's split (`config` is its configuration name).
+
+    Raises:
+        `ValueError`: for a file of another type, or a JSON file that does not parse, naming the file and the first
+        line that is not JSON.
+    """
+    from datasets import load_dataset, load_from_disk
+    from datasets.exceptions import DatasetGenerationError
+
+    path = Path(name)
+    if path.is_dir() and (path / "dataset_info.json").exists():
+        return load_from_disk(str(path))
+    if not path.is_file():
+        return load_dataset(name, config, split=split)
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in COMPRESSION_SUFFIXES]
+    builder = FILE_BUILDERS.get(suffixes[-1] if suffixes else "")
+    if builder is None:
+        raise ValueError(f"Cannot read {path}: expected a .jsonl, .json, .parquet or .csv file (maybe compressed).")
+    try:
+        return load_dataset(builder, data_files=str(path), split="train")
+    except DatasetGenerationError as error:
+        if builder != "json":
+            raise
+        raise ValueError(_json_error(path) or f"Cannot read {path}: {error.__cause__ or error}") from None
+
+
+def _json_error(path: Path) -> str | None:
+    """Where `path` (JSON lines, or one JSON document) stops being JSON: `"<file>, line N: ..."`, or None.
+
+    Read as a stream (the file may be large); only a file that is one JSON document is parsed whole."""
+    import fsspec  # what datasets reads files with: the same decompression
+
+    def open_text():
+        return fsspec.open(str(path), "rt", compression="infer", encoding="utf-8")
+
+    with open_text() as file:
+        first = True
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except ValueError as error:
+                if not (first and line.lstrip()[:1] in "[{"):
+                    return f"{path}, line {number}: not valid JSON ({error}): {line.strip()[:80]!r}"
+                break  # the first line opens a JSON document spread over lines: parse the document
+            first = False
+        else:
+            return None
+    with open_text() as file:
+        try:
+            json.load(file)
+        except json.JSONDecodeError as error:
+            return f"{path}, line {error.lineno}: not valid JSON ({error.msg})"
+    return None

@@ -119,3 +119,19 @@ def test_an_outage_mid_run_stops_it_and_the_paid_answers_are_kept(tmp_path, env,
         server.down = False
         assert main(args) == 0
         assert server.requests["generateContent"] - paid == 12 + 12 * 2 * 2 - stored
+
+
+def test_bad_input_lines_and_values_are_named_before_any_call(tmp_path, env, capsys):
+    with GeminiServer(responder=gemini_responder) as server:
+        args = ["--output", str(tmp_path / "out.jsonl"), "--no-progress", *oracle_args("gemini", server.url)]
+        broken = tmp_path / "broken.jsonl"
+        broken.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps(ROWS[1]) + "\n" + '{"prompt": "p", "chosen": \n')
+        assert main(["augment", "--dataset", str(broken), *args]) == 2
+        err = capsys.readouterr().err
+        assert f"{broken}, line 3: not valid JSON" in err and "DatasetGenerationError" not in err
+
+        ties = tmp_path / "ties.jsonl"
+        ties.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps({**ROWS[1], "tie": "yes"}) + "\n")
+        assert main(["augment", "--dataset", str(ties), *args]) == 2
+        assert "input dataset, row 1, field 'tie': must be a bool" in capsys.readouterr().err
+    assert server.requests["generateContent"] == 0

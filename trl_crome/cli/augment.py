@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 JSON_SUFFIXES = (".jsonl", ".json")
-COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 SUMMARY_NAME = "augmentation_summary.json"
 ESTIMATE_NAME = "augmentation_estimate.json"
 STOPPED_AT_MAX_COST = 3  # exit status of a run that stopped at --max-cost
@@ -124,24 +123,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def load_input(name: str, split: str):
-    """A dataset from a local file, a `save_to_disk` folder, or the Hub."""
-    from datasets import load_dataset, load_from_disk
-
-    path = Path(name)
-    if path.is_dir():
-        return load_from_disk(str(path))
-    if path.is_file():
-        suffixes = [s for s in path.suffixes if s not in COMPRESSION_SUFFIXES]
-        builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(
-            suffixes[-1] if suffixes else ""
-        )
-        if builder is None:
-            raise ValueError(f"Cannot read {path}: expected a .jsonl, .json, .parquet or .csv file.")
-        return load_dataset(builder, data_files=str(path), split="train")
-    return load_dataset(name, split=split)
-
-
 def output_paths(output: str) -> tuple[Path, Path, Path]:
     """`(output, state folder, summary file)` for a folder or a JSON lines file."""
     path = Path(output)
@@ -231,7 +212,7 @@ def config_options(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ..augment import CromeAugmenter, CromeAugmenterConfig
-    from ..data import CromeDataError
+    from ..data import CromeDataError, load_preference_data
     from ..oracles import OracleFatalError
 
     output, state_dir, summary_path = output_paths(args.output)
@@ -252,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
             **config_options(args),
         )
         oracle = build_oracle(args, state_dir)
-        dataset = load_input(args.dataset, args.split)
+        dataset = load_preference_data(args.dataset, split=args.split)
     except ValueError as error:  # bad settings, a missing API key, an unreadable input file
         print(f"trl-crome augment: error: {error}", file=sys.stderr)
         return 2

@@ -16,27 +16,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datasets import Dataset
 
+from ..data import load_preference_data  # noqa: F401 (one loader for the recipe and `trl-crome augment`)
+
 logger = logging.getLogger(__name__)
 
 AUGMENTED_DATA_DIR = "crome_data"
 BASELINE_DIR = "baseline"
 EVAL_DIR = "eval"
-
-
-def load_preference_data(name: str, config: str | None = None, split: str = "train") -> Dataset:
-    """A local file (`.jsonl`, `.json`, `.parquet`, `.csv`), a `save_to_disk` folder, or a Hub dataset's split."""
-    from datasets import load_dataset, load_from_disk
-
-    path = Path(name)
-    if path.is_dir() and (path / "dataset_info.json").exists():
-        return load_from_disk(str(path))
-    if path.is_file():
-        suffix = path.suffix.lower()
-        builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(suffix)
-        if builder is None:
-            raise ValueError(f"Cannot read {path}: expected a .jsonl, .json, .parquet or .csv file.")
-        return load_dataset(builder, data_files=str(path), split="train")
-    return load_dataset(name, config, split=split)
 
 
 def model_init_kwargs(model_args, training_args) -> dict[str, Any]:
