@@ -77,8 +77,10 @@ def timed(function: Callable[[], object]) -> float:
 
 
 def measure(size: int, answer_chars: int, workdir: Path, old: bool) -> dict[str, float]:
+    words = "the answer keeps every step in order and checks each result before it moves on".split()
+    rewritten = " ".join(random.choice(words) for _ in range(answer_chars // 5))[:answer_chars]
     response = OracleResponse(
-        text=json.dumps({"rewritten": "x" * answer_chars}), parsed={"rewritten": "x" * answer_chars}, usage=Usage(900, 700, 1)
+        text=json.dumps({"rewritten": rewritten}), parsed={"rewritten": rewritten}, usage=Usage(900, 700, 1)
     )
     keys = [f"{random.getrandbits(256):064x}" for _ in range(size)]
     probes = random.sample(keys, min(size, 5_000)) + [f"{random.getrandbits(256):064x}" for _ in range(5_000)]
@@ -100,7 +102,9 @@ def measure(size: int, answer_chars: int, workdir: Path, old: bool) -> dict[str,
         # The write rate as CachedOracle writes (one transaction per answer), on a sample; the rest in bulk.
         result["write_s"] = timed(lambda: [cache.put(key, response, model="m", template="t@1") for key in sample])
         result["write_s"] *= size / len(sample)
-        cache.put_many((key, response, {"model": "m", "template": "t@1"}) for key in keys[len(sample) :])
+        for start in range(len(sample), size, 5_000):  # in transactions of 5,000, as the migration writes
+            batch = keys[start : start + 5_000]
+            cache.put_many((key, response, {"model": "m", "template": "t@1"}) for key in batch)
         result["lookup_us"] = timed(lambda: [cache.get(key) for key in probes]) / len(probes) * 1e6
         result["scan_s"] = timed(lambda: cache.get_many(keys))
         cache.close()
@@ -124,7 +128,8 @@ def main() -> None:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="oracle-cache-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    header = f"{'entries':>10} {'layout':>16} {'write/s':>9} {'disk':>9} {'lookup':>9} {'resume scan':>12} {'migration':>10}"
+    columns = [("entries", 10), ("layout", 16), ("write/s", 9), ("disk", 9), ("lookup", 9), ("resume scan", 12)]
+    header = " ".join(f"{name:>{width}}" for name, width in [*columns, ("migration", 10)])
     print(header)
     print("-" * len(header))
     measured_old: tuple[int, dict[str, float]] | None = None

@@ -208,8 +208,8 @@ def test_max_cost_stops_within_one_round_and_a_rerun_with_a_higher_cap_matches_a
     total = _calls(gemini_server)
     reference_summary = json.loads(reference.with_name("pairs.summary.json").read_text())
     cache = OracleCache(reference.with_name("pairs.jsonl.state") / "oracle_cache")
-    entries = [json.loads(path.read_text())["response"]["usage"] for path in cache.cache_dir.glob("??/*.json")]
-    most = max(e["input_tokens"] * 0.30 + e["output_tokens"] * 2.50 for e in entries) / 1e6
+    entries = [response.usage for _, response in cache.items()]
+    most = max(e.input_tokens * 0.30 + e.output_tokens * 2.50 for e in entries) / 1e6
     cap = reference_summary["cost_usd"] * 0.45
 
     output = tmp_path / "run" / "pairs.jsonl"

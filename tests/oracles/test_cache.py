@@ -113,6 +113,7 @@ def test_batched_lookups_span_several_queries(tmp_path):
     found = cache.get_many(keys)
     assert sorted(found) == sorted(keys[::2])
     assert all(response.text == key[-6:] for key, response in found.items())
+    assert dict(cache.items()) == found  # every stored entry, streamed
 
 
 def _write_many(cache_dir: str, worker: int, count: int) -> None:

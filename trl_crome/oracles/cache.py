@@ -97,7 +97,7 @@ class OracleCache:
         """The cached responses of `keys` that have one, by key: one query per `LOOKUP_BATCH` keys."""
         found: dict[str, OracleResponse] = {}
         connection = self._connection()
-        for batch in _batches(list(keys), LOOKUP_BATCH):
+        for batch in _batches(sorted(keys), LOOKUP_BATCH):  # in key order: neighbouring index pages
             placeholders = ",".join("?" * len(batch))
             rows = connection.execute(f"SELECT key, response FROM answers WHERE key IN ({placeholders})", batch)
             for key, stored in rows:
@@ -105,6 +105,13 @@ class OracleCache:
                 if response is not None:
                     found[key] = response
         return found
+
+    def items(self) -> Iterator[tuple[str, OracleResponse]]:
+        """Every `(key, response)` stored, read as a stream (for inspection and reports)."""
+        for key, stored in self._connection().execute("SELECT key, response FROM answers"):
+            response = _decode(key, stored)
+            if response is not None:
+                yield key, response
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
@@ -181,8 +188,12 @@ class _Transaction:
 
 
 def _encode(response: OracleResponse) -> str:
-    stored = OracleResponse(text=response.text, parsed=response.parsed, usage=response.usage, error=response.error)
-    return json.dumps(stored.to_dict())
+    """The stored JSON of a response: what the call spent, never what a cache hit saved (`cached_usage`)."""
+    usage = response.usage
+    usage = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "calls": usage.calls}
+    # Built by hand: `dataclasses.asdict` deep-copies `parsed` and costs more than the write itself.
+    entry = {"text": response.text, "parsed": response.parsed, "usage": usage, "error": response.error}
+    return json.dumps({**entry, "cached_usage": None})
 
 
 def _decode(key: str, stored: str) -> OracleResponse | None:
@@ -200,8 +211,9 @@ def _legacy_row(path: Path) -> tuple[str, Any, Any, str, float] | None:
         entry = json.loads(path.read_text(encoding="utf-8"))
         if entry["version"] != LEGACY_FORMAT_VERSION or entry["key"] != path.stem:
             return None
-        response = OracleResponse.from_dict(entry["response"])
-        return entry["key"], entry.get("model"), entry.get("template"), _encode(response), path.stat().st_mtime
+        OracleResponse.from_dict(entry["response"])  # the same fields, checked; stored as they are
+        stored = json.dumps({**entry["response"], "cached_usage": None})
+        return entry["key"], entry.get("model"), entry.get("template"), stored, path.stat().st_mtime
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
