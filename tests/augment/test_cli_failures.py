@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -71,10 +72,10 @@ def test_nothing_listening_stops_the_run_early(backend, tmp_path, env, dataset_f
     assert code == 2 and not output.exists()
     assert "looks unreachable" in stderr and "connection" in stderr and "no call has succeeded" in stderr
     assert "Traceback" not in stderr
-    # The bound: 15 s (startup_timeout) after the first call, plus the wait before the retry that trips the breaker
-    # (the first calls' backoffs are 0.5-16 s, and with 32 requests in flight a failure arrives every few seconds),
-    # plus the CLI's start-up. Measured: ~16 s of calls.
-    assert seconds < 15 + 16 + 30
+    # The bound: startup_timeout (15 s) after the first failed call (retry waits are cut short to try again then;
+    # a refused connection fails at once), plus the CLI's start-up (10-15 s on a loaded 2-core machine).
+    failing = float(re.search(r"failed over (\d+) s", stderr).group(1))
+    assert 15 <= failing <= 16 and seconds < 16 + 60
 
 
 @pytest.mark.parametrize("backend", ["gemini", "openai"])
@@ -111,14 +112,17 @@ def test_an_outage_mid_run_stops_it_and_the_paid_answers_are_kept(tmp_path, env,
         stored = len(OracleCache(output.with_name("pairs.jsonl.state") / "oracle_cache"))
         assert process.returncode == 2 and not output.exists()
         assert "looks unreachable" in stderr and "since the last successful call" in stderr
-        # The bound: --outage-timeout (3 s) plus the backoff before the failing call that trips it (<= 4 s here).
-        assert seconds < 3 + 4 + 5
+        # The bound: --outage-timeout (3 s) after the first failed call (retry waits are cut short to try then).
+        failing = float(re.search(r"failed over (\d+) s", stderr).group(1))
+        assert 3 <= failing <= 4 and seconds < 4 + 5
         assert paid - 2 <= stored <= paid  # every answer received is stored (2 were in flight at the outage)
 
         # The network is back: the same command pays only for what was not stored.
         server.down = False
         assert main(args) == 0
-        assert server.requests["generateContent"] - paid == 12 + 12 * 2 * 2 - stored
+        rerun = server.requests["generateContent"] - paid
+        assert rerun == len(server.prompts) - stored  # every distinct call not stored, once; the stored ones never
+        assert sum(server.prompts.values()) - len(server.prompts) <= 2  # paid twice: at most the 2 in flight
 
 
 def test_bad_input_lines_and_values_are_named_before_any_call(tmp_path, env, capsys):

@@ -191,7 +191,7 @@ class OpenAICompatibleOracle(Oracle):
             reason = outcome.failure
             if not is_transient_error(reason) or retries >= self.retry.max_retries:
                 return OracleResponse(usage=usage, error=reason)
-            delay = self.retry.delay(retries, outcome.retry_after)
+            delay = self.throttle.retry_delay(self.retry.delay(retries, outcome.retry_after))
             retries += 1
             logger.info(
                 "%s from %s; retry %d/%d in %.1f s", reason, self.base_url, retries, self.retry.max_retries, delay

@@ -11,7 +11,8 @@ Every HTTP attempt of [`GeminiOracle`] and [`OpenAICompatibleOracle`] goes throu
   so the limit grows back by one per round of successful calls.
 - **Outage breaker**: when calls keep failing with transient errors (connection refused, timeouts, 429, 5xx) and
   none succeeds for `outage_timeout` seconds (`startup_timeout` before any call of the run has succeeded: a wrong
-  URL), the next failed call raises [`OracleFatalError`]. The run stops; the answers already received are kept.
+  URL), the next failed call raises [`OracleFatalError`]; retry waits are cut short so that a call is made when the
+  patience runs out. The run stops; the answers already received are kept.
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ class OutageBreaker:
     streak_start: float = 0.0
     reasons: Counter = field(default_factory=Counter)
 
+    @property
+    def patience(self) -> float:
+        return self.outage_timeout if self.succeeded else self.startup_timeout
+
+    def time_left(self) -> float:
+        """Seconds until the current streak of failures may trip the breaker (infinite without a streak)."""
+        return self.streak_start + self.patience - time.monotonic() if self.streak else float("inf")
+
     def record(self, failure: str | None, where: str) -> None:
         if failure is None or not is_transient_error(failure):
             self.succeeded, self.streak = True, 0
@@ -74,8 +83,7 @@ class OutageBreaker:
             self.streak_start = now
         self.streak += 1
         self.reasons[failure] += 1
-        patience = self.outage_timeout if self.succeeded else self.startup_timeout
-        if self.streak >= self.min_failures and now - self.streak_start >= patience:
+        if self.streak >= self.min_failures and now - self.streak_start >= self.patience:
             reasons = ", ".join(f"{reason} x{count}" for reason, count in self.reasons.most_common())
             since = "since the last successful call" if self.succeeded else "and no call has succeeded yet"
             raise OracleFatalError(
@@ -167,6 +175,12 @@ class Throttle:
         if self.tokens_per_minute is not None and actual != estimated:
             with self._lock:
                 self._next_tokens += (actual - estimated) * 60.0 / self.tokens_per_minute
+
+    def retry_delay(self, delay: float) -> float:
+        """`delay` before a retry, cut short so that a failing oracle is tried again when the breaker's patience
+        runs out: an unreachable API is then reported at `startup_timeout` / `outage_timeout`, not one long
+        backoff later."""
+        return max(0.0, min(delay, self.breaker.time_left() + 0.05))
 
     def call(self, request: OracleRequest) -> _Call:
         """`async with throttle.call(request) as outcome:` around one HTTP attempt; fill `outcome` inside."""
