@@ -98,7 +98,8 @@ def test_damaged_entries_are_misses_recomputed_and_replaced(tmp_path):
     key = request.cache_key("counting-1")
     # Damage from outside (the database's own writes are transactions): a row whose JSON is cut short.
     with sqlite3.connect(tmp_path / DATABASE_NAME) as connection:
-        connection.execute("INSERT INTO answers VALUES (?, 'm', 't', '{\"text\": ', 0)", (key,))
+        columns = "key, parsed, input_tokens, output_tokens, calls"
+        connection.execute(f"INSERT INTO answers ({columns}) VALUES (?, '{{\"label\": ', 0, 0, 1)", (key,))
     assert cache.get(key) is None and len(cache) == 1
     inner = CountingOracle()
     (response,) = CachedOracle(inner, tmp_path).generate([request], progress=False)
@@ -174,11 +175,14 @@ def test_cache_entries_hold_no_prompt_secrets_or_usage_of_hits(tmp_path):
     oracle = CachedOracle(CountingOracle(), tmp_path)
     oracle.generate(requests_for("hello"), progress=False)
     with sqlite3.connect(tmp_path / DATABASE_NAME) as connection:
-        ((model, template, stored),) = connection.execute("SELECT model, template, response FROM answers").fetchall()
-    entry = json.loads(stored)
-    assert model == "counting-1" and template == "test@1" and "hello" not in stored
-    assert entry["usage"] == {"input_tokens": 5, "output_tokens": 3, "calls": 1}
-    assert entry["cached_usage"] is None
+        connection.row_factory = sqlite3.Row
+        (row,) = connection.execute("SELECT * FROM answers").fetchall()
+    entry = dict(row)
+    assert entry["model"] == "counting-1" and entry["template"] == "test@1"
+    assert not any("hello" in str(value) for value in entry.values())  # the prompt is not stored
+    assert json.loads(entry["parsed"]) == {"label": "HELLO"} and entry["text"] == '{"label": "HELLO"}'
+    # What the call spent, not the usage of a later hit.
+    assert (entry["input_tokens"], entry["output_tokens"], entry["calls"]) == (5, 3, 1)
 
 
 def test_kill_9_mid_writes_leaves_only_whole_entries(tmp_path):

@@ -39,6 +39,20 @@ LOOKUP_BATCH = 500  # keys per query: well under SQLite's limit on bound paramet
 MIGRATION_BATCH = 5_000  # legacy files copied per transaction (then deleted)
 BUSY_TIMEOUT_S = 120.0  # how long a writer waits for another process's transaction
 PAGE_SIZE = 16_384  # a typical answer (a few KB) fits in one page, without overflow pages
+COLUMNS = (
+    "key TEXT NOT NULL UNIQUE",
+    "model TEXT",
+    "template TEXT",
+    "text TEXT",
+    "parsed TEXT",  # JSON
+    "error TEXT",
+    "input_tokens INTEGER NOT NULL",
+    "output_tokens INTEGER NOT NULL",
+    "calls INTEGER NOT NULL",
+    "created REAL",
+)
+PLACEHOLDERS = ", ".join("?" * len(COLUMNS))
+STORED = "key, text, parsed, error, input_tokens, output_tokens, calls"  # what a lookup reads back
 
 
 class OracleCache:
@@ -57,10 +71,8 @@ class OracleCache:
         with self._transaction() as connection:
             # A rowid table with an index on the key, not a WITHOUT ROWID table: answers are kilobytes, and SQLite
             # keeps large rows far better in rowid order (3x faster batched lookups, 3x faster inserts, measured).
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS answers (key TEXT NOT NULL UNIQUE, model TEXT, template TEXT, "
-                "response TEXT NOT NULL, created REAL)"
-            )
+            # One column per field: a lookup parses only `parsed`'s JSON, not the answer's text a second time.
+            connection.execute(f"CREATE TABLE IF NOT EXISTS answers ({', '.join(COLUMNS)})")
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._migrate_legacy_files()
 
@@ -91,7 +103,8 @@ class OracleCache:
     # -- reads -----------------------------------------------------------------------------------------------------
     def get(self, key: str) -> OracleResponse | None:
         """The cached response for `key`, or `None` (also for a damaged entry, which is then recomputed)."""
-        return self.get_many([key]).get(key)
+        row = self._connection().execute(f"SELECT {STORED} FROM answers WHERE key = ?", (key,)).fetchone()
+        return _decode(row) if row is not None else None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, OracleResponse]:
         """The cached responses of `keys` that have one, by key: one query per `LOOKUP_BATCH` keys."""
@@ -99,19 +112,19 @@ class OracleCache:
         connection = self._connection()
         for batch in _batches(sorted(keys), LOOKUP_BATCH):  # in key order: neighbouring index pages
             placeholders = ",".join("?" * len(batch))
-            rows = connection.execute(f"SELECT key, response FROM answers WHERE key IN ({placeholders})", batch)
-            for key, stored in rows:
-                response = _decode(key, stored)
+            rows = connection.execute(f"SELECT {STORED} FROM answers WHERE key IN ({placeholders})", batch)
+            for row in rows:
+                response = _decode(row)
                 if response is not None:
-                    found[key] = response
+                    found[row[0]] = response
         return found
 
     def items(self) -> Iterator[tuple[str, OracleResponse]]:
         """Every `(key, response)` stored, read as a stream (for inspection and reports)."""
-        for key, stored in self._connection().execute("SELECT key, response FROM answers"):
-            response = _decode(key, stored)
+        for row in self._connection().execute(f"SELECT {STORED} FROM answers"):
+            response = _decode(row)
             if response is not None:
-                yield key, response
+                yield row[0], response
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
@@ -126,12 +139,10 @@ class OracleCache:
 
     def put_many(self, entries: Iterable[tuple[str, OracleResponse, dict[str, Any]]]) -> None:
         """Stores several `(key, response, metadata)` entries in one transaction: all of them or none."""
-        rows = [
-            (key, metadata.get("model"), metadata.get("template"), _encode(response), time.time())
-            for key, response, metadata in entries
-        ]
+        now = time.time()
+        rows = [_row(key, response, metadata, now) for key, response, metadata in entries]
         with self._transaction() as connection:
-            connection.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)", rows)
+            connection.executemany(f"INSERT OR REPLACE INTO answers VALUES ({PLACEHOLDERS})", rows)
 
     # -- one-way migration of the one-file-per-answer layout -------------------------------------------------------
     def _legacy_shards(self) -> list[Path]:
@@ -153,7 +164,7 @@ class OracleCache:
                     rows.append(row)
             # INSERT OR IGNORE: a process migrating the same folder at the same time may have copied it already.
             with self._transaction() as connection:
-                connection.executemany("INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?)", rows)
+                connection.executemany(f"INSERT OR IGNORE INTO answers VALUES ({PLACEHOLDERS})", rows)
             for path in batch:  # removed only once their rows are committed: a kill here loses nothing
                 path.unlink(missing_ok=True)
             migrated += len(rows)
@@ -187,33 +198,43 @@ class _Transaction:
         self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
-def _encode(response: OracleResponse) -> str:
-    """The stored JSON of a response: what the call spent, never what a cache hit saved (`cached_usage`)."""
+def _row(key: str, response: OracleResponse, metadata: dict[str, Any], created: float) -> tuple:
+    """The database row of a response: what the call spent, never what a cache hit saved (`cached_usage`)."""
     usage = response.usage
-    usage = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "calls": usage.calls}
-    # Built by hand: `dataclasses.asdict` deep-copies `parsed` and costs more than the write itself.
-    entry = {"text": response.text, "parsed": response.parsed, "usage": usage, "error": response.error}
-    return json.dumps({**entry, "cached_usage": None})
+    parsed = json.dumps(response.parsed) if response.parsed is not None else None
+    return (
+        key,
+        metadata.get("model"),
+        metadata.get("template"),
+        response.text,
+        parsed,
+        response.error,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.calls,
+        created,
+    )
 
 
-def _decode(key: str, stored: str) -> OracleResponse | None:
+def _decode(row: tuple) -> OracleResponse | None:
+    key, text, parsed, error, input_tokens, output_tokens, calls = row
     try:
-        return OracleResponse.from_dict(json.loads(stored))
-    except (ValueError, KeyError, TypeError) as error:
+        parsed = json.loads(parsed) if parsed is not None else None
+    except ValueError:
         # Only outside damage gets here (entries are written in transactions): treat it as a miss.
-        logger.warning("Ignoring unreadable oracle cache entry %s (%s)", key, type(error).__name__)
+        logger.warning("Ignoring unreadable oracle cache entry %s", key)
         return None
+    return OracleResponse(text=text, parsed=parsed, usage=Usage(input_tokens, output_tokens, calls), error=error)
 
 
-def _legacy_row(path: Path) -> tuple[str, Any, Any, str, float] | None:
+def _legacy_row(path: Path) -> tuple | None:
     """The database row of one legacy entry file, or `None` when the file is damaged or of another version."""
     try:
         entry = json.loads(path.read_text(encoding="utf-8"))
         if entry["version"] != LEGACY_FORMAT_VERSION or entry["key"] != path.stem:
             return None
-        OracleResponse.from_dict(entry["response"])  # the same fields, checked; stored as they are
-        stored = json.dumps({**entry["response"], "cached_usage": None})
-        return entry["key"], entry.get("model"), entry.get("template"), stored, path.stat().st_mtime
+        response = OracleResponse.from_dict(entry["response"])
+        return _row(entry["key"], response, entry, path.stat().st_mtime)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
