@@ -6,7 +6,6 @@ The CLI runs as a user runs it, in its own process, against the local servers of
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -15,27 +14,11 @@ import time
 import pytest
 
 from tests.augment.scripted import gemini_responder
-from tests.augment.test_cli import CLI, REPO, ROWS
+from tests.augment.test_cli import CLI, FAKE_KEY, REPO, ROWS, dataset_file, env  # noqa: F401 (the fixtures)
 from tests.servers.gemini import GeminiServer
 from tests.servers.openai import OpenAIServer
 from trl_crome.cli import main
 from trl_crome.oracles.cache import OracleCache
-
-FAKE_KEY = "AIzaFAKE-crome-failures-0123456789"
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
-    return {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-@pytest.fixture
-def dataset_file(tmp_path):
-    path = tmp_path / "preferences.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
-    return path
 
 
 def oracle_args(backend: str, url: str) -> list[str]:
@@ -44,9 +27,9 @@ def oracle_args(backend: str, url: str) -> list[str]:
     return ["--oracle", "openai", "--model", "m", "--base-url", url + "/v1"]
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str, float]:
+def run_cli(args: list[str], environ: dict[str, str], timeout: float = 120) -> tuple[int, str, float]:
     started = time.monotonic()
-    done = subprocess.run(CLI + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(CLI + args, cwd=REPO, env=environ, capture_output=True, text=True, timeout=timeout)
     return done.returncode, done.stderr, time.monotonic() - started
 
 
@@ -64,7 +47,7 @@ def refused_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["gemini", "openai"])
-def test_nothing_listening_stops_the_run_early(backend, tmp_path, env, dataset_file):
+def test_nothing_listening_stops_the_run_early(backend, tmp_path, env, dataset_file):  # noqa: F811
     url = f"http://127.0.0.1:{refused_port()}"
     output = tmp_path / "out.jsonl"
     args = ["augment", "--dataset", str(dataset_file), "--output", str(output), "--no-progress"]
@@ -79,7 +62,7 @@ def test_nothing_listening_stops_the_run_early(backend, tmp_path, env, dataset_f
 
 
 @pytest.mark.parametrize("backend", ["gemini", "openai"])
-def test_a_server_answering_401_stops_the_run_at_once(backend, tmp_path, env, dataset_file):
+def test_a_server_answering_401_stops_the_run_at_once(backend, tmp_path, env, dataset_file):  # noqa: F811
     server_class = GeminiServer if backend == "gemini" else OpenAIServer
     with server_class() as server:
         server.reject_status = 401
@@ -94,7 +77,7 @@ def test_a_server_answering_401_stops_the_run_at_once(backend, tmp_path, env, da
 
 
 @pytest.mark.slow
-def test_an_outage_mid_run_stops_it_and_the_paid_answers_are_kept(tmp_path, env, dataset_file):
+def test_an_outage_mid_run_stops_it_and_the_paid_answers_are_kept(tmp_path, env, dataset_file):  # noqa: F811
     output = tmp_path / "run" / "pairs.jsonl"
     with GeminiServer(responder=gemini_responder, latency=0.05) as server:
         args = ["augment", "--dataset", str(dataset_file), "--output", str(output), "--no-progress"]
@@ -125,7 +108,7 @@ def test_an_outage_mid_run_stops_it_and_the_paid_answers_are_kept(tmp_path, env,
         assert sum(server.prompts.values()) - len(server.prompts) <= 2  # paid twice: at most the 2 in flight
 
 
-def test_bad_input_lines_and_values_are_named_before_any_call(tmp_path, env, capsys):
+def test_bad_input_lines_and_values_are_named_before_any_call(tmp_path, env, capsys):  # noqa: F811
     with GeminiServer(responder=gemini_responder) as server:
         args = ["--output", str(tmp_path / "out.jsonl"), "--no-progress", *oracle_args("gemini", server.url)]
         broken = tmp_path / "broken.jsonl"

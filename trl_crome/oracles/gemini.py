@@ -161,14 +161,8 @@ class GeminiOracle(Oracle):
         self.state_dir = Path(state_dir) if state_dir is not None else default_cache_dir() / "gemini_batches"
         self.poll_interval = poll_interval
         where = f"Gemini ({options.base_url or 'generativelanguage.googleapis.com'}, model {model!r})"
-        self.throttle = Throttle(
-            max_concurrency,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            outage_timeout=outage_timeout,
-            startup_timeout=startup_timeout,
-            where=where,
-        )
+        limits = (requests_per_minute, tokens_per_minute, outage_timeout, startup_timeout)
+        self.throttle = Throttle(max_concurrency, *limits, where=where)
         if prices is None and model not in self.PRICES:
             logger.warning("No price known for %s: cost estimates will be 0 (pass `prices=(input, output)`).", model)
         input_price, output_price = prices or self.PRICES.get(model, (0.0, 0.0))

@@ -83,14 +83,8 @@ class OpenAICompatibleOracle(Oracle):
         self.input_price_per_million, self.output_price_per_million = prices
         self.extra_body = extra_body or {}
         self.json_schema_supported = True  # turned off when the server rejects `response_format`
-        self.throttle = Throttle(
-            max_concurrency,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            outage_timeout=outage_timeout,
-            startup_timeout=startup_timeout,
-            where=f"{self.base_url} (model {model!r})",
-        )
+        limits = (requests_per_minute, tokens_per_minute, outage_timeout, startup_timeout)
+        self.throttle = Throttle(max_concurrency, *limits, where=f"{self.base_url} (model {model!r})")
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
