@@ -198,3 +198,29 @@ def test_an_interrupted_run_resumes_from_its_state_in_process(server, tmp_path):
     )
     assert labels(responses) == ["C", "B", "A", "D"]
     assert server.requests["batchGenerateContent"] == 4 and server.prompts == Counter(dict.fromkeys("abcd", 1))
+
+
+def test_a_stop_submits_no_new_job_but_collects_the_accepted_ones(server, tmp_path):
+    server.batch_polls_until_done = 10**6
+
+    async def interrupted():  # leaves two accepted jobs of an earlier run, stopped once both are recorded
+        oracle = batch_oracle(server.url, tmp_path / "state", batch_size=2)
+        run = asyncio.create_task(oracle.agenerate_many(ask("a", "b", "c", "d"), progress=False))
+        while sum(bool(json.loads(p.read_text())["name"]) for p in (tmp_path / "state").glob("*.json")) < 2:
+            await asyncio.sleep(0.01)
+        run.cancel()
+
+    asyncio.run(interrupted())
+    assert server.requests["batchGenerateContent"] == 2
+    server.batch_polls_until_done = 0
+
+    async def stopped() -> dict[int, str]:
+        oracle = batch_oracle(server.url, tmp_path / "state", batch_size=2, batch_max_jobs=1)
+        answers = {}
+        async for index, response in oracle.astream(ask("a", "b", "c", "d", "e", "f"), should_stop=lambda: True):
+            answers[index] = response.parsed["label"]
+        return answers
+
+    # The two accepted jobs are collected (they are paid for); the new one (e, f) is never submitted nor yielded.
+    assert asyncio.run(stopped()) == {0: "A", 1: "B", 2: "C", 3: "D"}
+    assert server.requests["batchGenerateContent"] == 2

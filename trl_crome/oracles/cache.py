@@ -198,7 +198,7 @@ class _Transaction:
         self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
-def _row(key: str, response: OracleResponse, metadata: dict[str, Any], created: float) -> tuple:
+def _row(key: str, response: OracleResponse, metadata: dict[str, Any], created: float | None) -> tuple:
     """The database row of a response: what the call spent, never what a cache hit saved (`cached_usage`)."""
     usage = response.usage
     parsed = json.dumps(response.parsed) if response.parsed is not None else None
@@ -234,7 +234,7 @@ def _legacy_row(path: Path) -> tuple | None:
         if entry["version"] != LEGACY_FORMAT_VERSION or entry["key"] != path.stem:
             return None
         response = OracleResponse.from_dict(entry["response"])
-        return _row(entry["key"], response, entry, path.stat().st_mtime)
+        return _row(entry["key"], response, entry, None)  # when it was paid is not known (not worth a stat call)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
