@@ -1,14 +1,16 @@
 """Oracle cache at scale: the SQLite store of `OracleCache` against the one-file-per-answer layout it replaced.
 
 The paper's augmentation makes about 1.5M oracle calls; a resumed run looks every one of them up before paying for
-anything. For each size N the script fills a cache with N answers of `--answer-chars` characters (a typical rewrite)
-in both layouts, then measures in the same run:
+anything. For each size N the script fills a cache with N structured answers in both layouts (a rewrite: the real
+UltraFeedback answers of `../shared/data`, ~1,200 characters on average, when present, else `--answer-chars` of
+synthetic text), then measures in the same run:
 
 - **write**: entries stored per second, one entry per transaction / file, as `CachedOracle` stores each answer;
 - **size** on disk;
 - **lookup**: microseconds per random lookup (hits and misses), one key at a time;
-- **resume scan**: seconds to look up all N keys the way `CachedOracle` does on a resume: the old version read one
-  file per key, the new one asks the database for `LOOKUP_BATCH` keys per query;
+- **resume scan**: seconds to look up all N keys the way `CachedOracle` does on a resume (answers decoded, handed
+  on and dropped): the old version read one file per key, the new one asks the database for `LOOKUP_BATCH` keys per
+  query;
 - **migration**: seconds to convert the old layout into the new one (once, when a cache of the old version is opened).
 
 The old layout is measured up to `--old-max-entries` (it writes one ~8 KB file per answer: 1.5M of them are 12 GB);
@@ -37,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from trl_crome.oracles.base import OracleRequest, OracleResponse, Usage  # noqa: E402
 from trl_crome.oracles.cache import LOOKUP_BATCH, OracleCache  # noqa: E402
+
+ULTRAFEEDBACK = ROOT.parent / "shared" / "data" / "ultrafeedback" / "train.jsonl"
 
 
 class OneFilePerAnswer:
@@ -76,21 +80,41 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def measure(size: int, answer_chars: int, workdir: Path, old: bool) -> dict[str, float]:
+def answer_texts(answer_chars: int) -> list[str]:
+    if ULTRAFEEDBACK.exists():
+        rows = [json.loads(line) for line in ULTRAFEEDBACK.read_text().splitlines()]
+        return [row[column] for row in rows for column in ("chosen", "rejected")]
     words = "the answer keeps every step in order and checks each result before it moves on".split()
-    rewritten = " ".join(random.choice(words) for _ in range(answer_chars // 5))[:answer_chars]
-    response = OracleResponse(
-        text=json.dumps({"rewritten": rewritten}), parsed={"rewritten": rewritten}, usage=Usage(900, 700, 1)
-    )
+    return [" ".join(random.choice(words) for _ in range(answer_chars // 5))[:answer_chars] for _ in range(100)]
+
+
+def answers(texts: list[str], size: int) -> list[OracleResponse]:
+    """`size` structured answers, as a rewrite call returns them (the text is the JSON; parsed is its dict)."""
+    made = []
+    for i in range(size):
+        parsed = {"analysis": f"Step {i}: the causal elements are kept.", "rewritten": texts[i % len(texts)]}
+        made.append(OracleResponse(text=json.dumps(parsed), parsed=parsed, usage=Usage(900, 700, 1)))
+    return made
+
+
+def scan(get_many: Callable[[list[str]], dict], keys: list[str]) -> None:
+    """A resume scan as `CachedOracle` runs it: keys by batches, every answer decoded, handed on and dropped."""
+    for start in range(0, len(keys), LOOKUP_BATCH * 20):
+        get_many(keys[start : start + LOOKUP_BATCH * 20])
+
+
+def measure(size: int, texts: list[str], workdir: Path, old: bool) -> dict[str, float]:
     keys = [f"{random.getrandbits(256):064x}" for _ in range(size)]
+    made = answers(texts, min(size, 1_000))
+    responses = [made[i % len(made)] for i in range(size)]
     probes = random.sample(keys, min(size, 5_000)) + [f"{random.getrandbits(256):064x}" for _ in range(5_000)]
     folder = workdir / ("old" if old else "new")
     result: dict[str, float] = {}
     if old:
         store = OneFilePerAnswer(folder)
-        result["write_s"] = timed(lambda: [store.put(key, response) for key in keys])
+        result["write_s"] = timed(lambda: [store.put(key, response) for key, response in zip(keys, responses)])
         result["lookup_us"] = timed(lambda: [store.get(key) for key in probes]) / len(probes) * 1e6
-        result["scan_s"] = timed(lambda: [store.get(key) for key in keys])
+        result["scan_s"] = timed(lambda: scan(lambda batch: {key: store.get(key) for key in batch}, keys))
         result["bytes"] = disk_bytes(folder)
         started = time.perf_counter()
         migrated = OracleCache(folder)  # opening an old-layout folder migrates it
@@ -100,13 +124,13 @@ def measure(size: int, answer_chars: int, workdir: Path, old: bool) -> dict[str,
         cache = OracleCache(folder)
         sample = keys[:10_000]
         # The write rate as CachedOracle writes (one transaction per answer), on a sample; the rest in bulk.
-        result["write_s"] = timed(lambda: [cache.put(key, response, model="m", template="t@1") for key in sample])
+        metadata = {"model": "m", "template": "t@1"}
+        result["write_s"] = timed(lambda: [cache.put(key, responses[i], **metadata) for i, key in enumerate(sample)])
         result["write_s"] *= size / len(sample)
         for start in range(len(sample), size, 5_000):  # in transactions of 5,000, as the migration writes
-            batch = keys[start : start + 5_000]
-            cache.put_many((key, response, {"model": "m", "template": "t@1"}) for key in batch)
+            cache.put_many((keys[i], responses[i], metadata) for i in range(start, min(start + 5_000, size)))
         result["lookup_us"] = timed(lambda: [cache.get(key) for key in probes]) / len(probes) * 1e6
-        result["scan_s"] = timed(lambda: cache.get_many(keys))
+        result["scan_s"] = timed(lambda: scan(cache.get_many, keys))
         cache.close()
         result["bytes"] = disk_bytes(folder)
     shutil.rmtree(folder)
@@ -117,9 +141,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_500_000])
     parser.add_argument("--old-max-entries", type=int, default=300_000, help="largest size run with the old layout")
-    parser.add_argument("--answer-chars", type=int, default=2_500, help="characters of each stored answer")
+    parser.add_argument("--answer-chars", type=int, default=1_200, help="answer length without the shared data")
     parser.add_argument("--workdir", type=Path, help="where the caches are written (default: a temporary folder)")
     args = parser.parse_args()
+    texts = answer_texts(args.answer_chars)
 
     request = OracleRequest(prompt="y" * 3_000, template="degrade@1")
     key_us = timed(lambda: [request.cache_key("gemini-2.5-flash") for _ in range(20_000)]) / 20_000 * 1e6
@@ -137,7 +162,7 @@ def main() -> None:
         for size in sorted(args.sizes):
             rows = []
             if size <= args.old_max_entries:
-                old = measure(size, args.answer_chars, workdir, old=True)
+                old = measure(size, texts, workdir, old=True)
                 measured_old = (size, old)
                 rows.append(("one file/answer", old, ""))
             elif measured_old is not None:
@@ -145,7 +170,7 @@ def main() -> None:
                 scale = size / base
                 extrapolated = {k: v * scale for k, v in figures.items() if k != "lookup_us"}
                 rows.append(("one file/answer", {**extrapolated, "lookup_us": figures["lookup_us"]}, "~"))
-            new = measure(size, args.answer_chars, workdir, old=False)
+            new = measure(size, texts, workdir, old=False)
             rows.append(("sqlite (now)", new, ""))
             for name, figures, mark in rows:
                 migration = f"{mark}{figures['migration_s']:.1f} s" if "migration_s" in figures else "-"

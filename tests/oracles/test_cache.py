@@ -180,7 +180,12 @@ def test_cache_entries_hold_no_prompt_secrets_or_usage_of_hits(tmp_path):
     entry = dict(row)
     assert entry["model"] == "counting-1" and entry["template"] == "test@1"
     assert not any("hello" in str(value) for value in entry.values())  # the prompt is not stored
-    assert json.loads(entry["parsed"]) == {"label": "HELLO"} and entry["text"] == '{"label": "HELLO"}'
+    # The parsed JSON is the text itself: stored once (the text), parsed again on reading.
+    assert entry["text"] == '{"label": "HELLO"}' and entry["parsed"] is None and entry["parsed_from_text"] == 1
+    assert oracle.cache.get(entry["key"]).parsed == {"label": "HELLO"}
+    # A parsed answer that is not its text (JSON found inside prose) is stored as it is.
+    oracle.cache.put("f" * 64, OracleResponse(text='Sure: {"label": "X"} done', parsed={"label": "X"}))
+    assert oracle.cache.get("f" * 64).parsed == {"label": "X"}
     # What the call spent, not the usage of a later hit.
     assert (entry["input_tokens"], entry["output_tokens"], entry["calls"]) == (5, 3, 1)
 

@@ -44,7 +44,8 @@ COLUMNS = (
     "model TEXT",
     "template TEXT",
     "text TEXT",
-    "parsed TEXT",  # JSON
+    "parsed TEXT",  # JSON; NULL when there is none, or when it is the JSON of `text` itself (parsed_from_text)
+    "parsed_from_text INTEGER NOT NULL DEFAULT 0",
     "error TEXT",
     "input_tokens INTEGER NOT NULL",
     "output_tokens INTEGER NOT NULL",
@@ -52,7 +53,7 @@ COLUMNS = (
     "created REAL",
 )
 PLACEHOLDERS = ", ".join("?" * len(COLUMNS))
-STORED = "key, text, parsed, error, input_tokens, output_tokens, calls"  # what a lookup reads back
+STORED = "key, text, parsed, parsed_from_text, error, input_tokens, output_tokens, calls"  # what a lookup reads
 
 
 class OracleCache:
@@ -201,13 +202,20 @@ class _Transaction:
 def _row(key: str, response: OracleResponse, metadata: dict[str, Any], created: float | None) -> tuple:
     """The database row of a response: what the call spent, never what a cache hit saved (`cached_usage`)."""
     usage = response.usage
-    parsed = json.dumps(response.parsed) if response.parsed is not None else None
+    parsed, from_text = response.parsed, False
+    if parsed is not None:
+        try:  # the usual case: the answer's text is the JSON itself; storing it twice would double the cache
+            from_text = json.loads(response.text) == parsed
+        except (TypeError, ValueError):
+            pass
+        parsed = None if from_text else json.dumps(parsed)
     return (
         key,
         metadata.get("model"),
         metadata.get("template"),
         response.text,
         parsed,
+        int(from_text),
         response.error,
         usage.input_tokens,
         usage.output_tokens,
@@ -217,9 +225,9 @@ def _row(key: str, response: OracleResponse, metadata: dict[str, Any], created: 
 
 
 def _decode(row: tuple) -> OracleResponse | None:
-    key, text, parsed, error, input_tokens, output_tokens, calls = row
+    key, text, parsed, from_text, error, input_tokens, output_tokens, calls = row
     try:
-        parsed = json.loads(parsed) if parsed is not None else None
+        parsed = json.loads(text if from_text else parsed) if from_text or parsed is not None else None
     except ValueError:
         # Only outside damage gets here (entries are written in transactions): treat it as a miss.
         logger.warning("Ignoring unreadable oracle cache entry %s", key)
