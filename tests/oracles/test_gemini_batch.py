@@ -158,11 +158,11 @@ def test_killed_at_any_point_no_accepted_job_is_submitted_twice(server, tmp_path
     server.batch_create_delay = 0.5  # a wide window between the server accepting a job and the client hearing of it
     prompts = [f"q{i}" for i in range(12)]  # 4 jobs of 3, 2 in flight
     context = multiprocessing.get_context("spawn")
-    cache = lambda: len(OracleCache(tmp_path / "cache"))  # noqa: E731
+    stored = OracleCache(tmp_path / "cache")
     kill_points = [
         lambda: server.requests["batchGenerateContent"] >= 1,  # inside the first create call: accepted, unanswered
         lambda: server.requests["batches.get"] >= 3,  # while polling
-        lambda: cache() >= 1,  # while the first job's answers are being stored
+        lambda: len(stored) >= 1,  # while the first job's answers are being stored
         lambda: server.requests["batchGenerateContent"] >= 3,  # inside a later create call
     ]
     for condition in kill_points:

@@ -69,12 +69,13 @@ class OracleCache:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.database = self.cache_dir / DATABASE_NAME
         self._local = threading.local()  # one connection per thread (and per process: see `_connection`)
-        with self._transaction() as connection:
-            # A rowid table with an index on the key, not a WITHOUT ROWID table: answers are kilobytes, and SQLite
-            # keeps large rows far better in rowid order (3x faster batched lookups, 3x faster inserts, measured).
-            # One column per field: a lookup parses only `parsed`'s JSON, not the answer's text a second time.
-            connection.execute(f"CREATE TABLE IF NOT EXISTS answers ({', '.join(COLUMNS)})")
-            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if self._connection().execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            with self._transaction() as connection:  # a new database (opening an existing one takes no write lock)
+                # A rowid table with an index on the key, not a WITHOUT ROWID table: answers are kilobytes, and
+                # SQLite keeps large rows far better in rowid order (3x faster batched lookups and inserts, measured).
+                # One column per field: a lookup parses only `parsed`'s JSON, not the answer's text a second time.
+                connection.execute(f"CREATE TABLE IF NOT EXISTS answers ({', '.join(COLUMNS)})")
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._migrate_legacy_files()
 
     def __repr__(self) -> str:

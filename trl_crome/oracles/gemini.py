@@ -147,6 +147,7 @@ class GeminiOracle(Oracle):
         if options.timeout is None:
             options.timeout = int(timeout * 1000)  # google-genai counts milliseconds
         self._http_options = options
+        self.http_timeout = options.timeout / 1000  # seconds
         self.retry = RetryPolicy(max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max)
         self.malformed_retries = malformed_retries
         self.thinking_budget = thinking_budget

@@ -77,6 +77,7 @@ class PlannedJob:
     model: str = ""
     version: int = STATE_VERSION
     created: float = field(default_factory=time.time)
+    sent: float | None = None  # when its create call was last sent (time.time())
 
     @classmethod
     def new(cls, keys: list[str], model: str, tokens: int, attempt: int = 0) -> PlannedJob:
@@ -269,11 +270,18 @@ class BatchRunner:
 
     async def _submit(self, job: PlannedJob) -> str:
         client = self.oracle._client()
-        if job.id in self._adopted and (name := await self._find(job.display_name)) is not None:
-            logger.info("Found batch job %s, accepted before the last run was stopped", name)
-            job.name = name
-            self._save(job)
-            return name
+        if job.id in self._adopted and job.sent is not None:
+            # A create call sent by the killed run may still reach the server: give it the time a call may take
+            # (the HTTP timeout) before concluding from a listing that it never arrived.
+            settle = job.sent + self.oracle.http_timeout - time.time()
+            if settle > 0:
+                logger.info("Waiting %.0f s for a create call of the last run to settle", settle)
+                await asyncio.sleep(settle)
+            if (name := await self._find(job.display_name, refresh=settle > 0)) is not None:
+                logger.info("Found batch job %s, accepted before the last run was stopped", name)
+                job.name = name
+                self._save(job)
+                return name
         # The intent first: from here on, a killed run looks for this display name before submitting again. Its keys
         # are exactly the rows sent, in order (an earlier run's job may hold rows answered since).
         job.keys = [key for key in job.keys if key in self.asking]
@@ -292,6 +300,8 @@ class BatchRunner:
                 request = self._request(key)
                 config = self.oracle._config(request)
                 source.append(types.InlinedRequest(contents=request.prompt, config=config, metadata={"key": key}))
+        job.sent = time.time()
+        self._save(job)
         created = await self._call(
             client.aio.batches.create,
             refusable=True,
