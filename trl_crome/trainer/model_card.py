@@ -96,14 +96,14 @@ class CromeModelCardMixin:
             ```python
             from trl_crome import RewardScorer
 
-            scorer = RewardScorer("{model_id}"{chat}){self._model_id_comment(model_id)}
+            scorer = RewardScorer("{model_id}"{chat}){self._model_id_comment()}
             prompt = "{EXAMPLE_PROMPT}"
             rewards = scorer.score([prompt, prompt], ["{EXAMPLE_ANSWERS[0]}", "{EXAMPLE_ANSWERS[1]}"])
             print(rewards)  # one reward per (prompt, answer); sigmoid(r1 - r2) = P(answer 1 is preferred)
             ```
             """)
 
-    def _model_id_comment(self, model_id: str) -> str:
+    def _model_id_comment(self) -> str:
         return "" if self.hub_model_id else "  # the path of this folder, or its Hub id once pushed"
 
     def _crome_card_section(self) -> str:

@@ -418,7 +418,7 @@ class CromePairPMTrainer(CromeModelCardMixin, _BaseTrainer):
             ```python
             from trl_crome import PairPMScorer
 
-            scorer = PairPMScorer("{model_id}"){self._model_id_comment(model_id)}
+            scorer = PairPMScorer("{model_id}"){self._model_id_comment()}
             prompt = "{EXAMPLE_PROMPT}"
             probabilities = scorer.prefer([prompt], ["{EXAMPLE_ANSWERS[0]}"], ["{EXAMPLE_ANSWERS[1]}"])
             print(probabilities)  # P(first answer better than the second), averaged over both orders
