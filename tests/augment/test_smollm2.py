@@ -42,7 +42,7 @@ def test_smollm2_oracle_through_the_pipeline(tmp_path):
     records = output.to_list()
     assert [r for r in records if r["kind"] == "original"] == [
         {**row, "tie": False, "kind": "original", "source_row": i, "attribute": None, "direction": None,
-         "neutral_of": None}
+         "neutral_of": None, "neutral_type": None}
         for i, row in enumerate(rows)
     ]  # fmt: skip
     for record in records:
