@@ -60,3 +60,14 @@ def test_openai_server_subprocess(tmp_path):
         server.wait(10)
     assert response.ok and response.text == '{"answer": "Answer to: hello there"}'
     assert response.usage.input_tokens == 2
+
+
+def test_a_server_quota_from_the_command_line(tmp_path):
+    server, url = start("openai", tmp_path, "--quota", "2:60")
+    try:
+        oracle = OpenAICompatibleOracle(model="m", base_url=url + "/v1", max_retries=0, max_concurrency=1)
+        responses = oracle.generate([OracleRequest(prompt=f"q{i}") for i in range(3)], progress=False)
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert [r.error for r in responses] == [None, None, "http_429"]  # the third call in a minute is refused

@@ -292,15 +292,20 @@ def load_responder(spec: str | None) -> Responder | None:
 
 
 def serve_from_command_line(server_class: type[FakeLLMServer], description: str) -> None:
-    """`python -m tests.servers.<name> --port 0 --port-file FILE --latency 0.2 --responder module:function`."""
+    """`python -m tests.servers.<name> --port 0 --port-file FILE --latency 0.2 --responder module:function
+    [--fault 429::2] [--quota 600:60]`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--port-file", type=Path, help="where to write the chosen port (written atomically)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds each generation call takes")
     parser.add_argument("--responder", help="module:function turning a Call into answer text")
     parser.add_argument("--fault", action="append", default=[], help="KIND[:MATCH[:TIMES]], e.g. 429::2")
+    parser.add_argument("--quota", help="N:SECONDS: 429 past N generation calls in any SECONDS (see `quota`)")
     args = parser.parse_args()
     server = server_class(responder=load_responder(args.responder), latency=args.latency, port=args.port)
+    if args.quota:
+        calls, seconds = args.quota.split(":")
+        server.quota = (int(calls), float(seconds))
     for spec in args.fault:
         kind, match, times = (spec.split(":") + ["", "1"])[:3]
         server.add_fault(kind, match, int(times or 1))

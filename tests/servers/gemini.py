@@ -52,7 +52,7 @@ In a test::
 From a shell or a subprocess (the port is written atomically to the port file)::
 
     python -m tests.servers.gemini --port 0 --port-file /tmp/port --latency 0.2 [--responder module:function]
-        [--fault 429::2]
+        [--fault 429::2] [--quota 600:60]
 """
 
 from __future__ import annotations
