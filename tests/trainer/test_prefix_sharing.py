@@ -386,6 +386,31 @@ def test_group_by_prompt_drives_the_trainer_batches(tmp_path, tokenizer):
     assert sum(len(b["seq_lengths"]) for b in batches) == 2 * len(hashes)
 
 
+def test_pre_tokenized_rows_may_bring_their_own_prompt_columns(tmp_path, tokenizer):
+    """Sharing is keyed on the actual tokens, so a given `prompt_length` can cost speed, never exactness."""
+    args = tiny_args(tmp_path, prefix_sharing=True, group_by_prompt=True)
+    first = CromeRewardTrainer(
+        tiny_reward_model(tokenizer), args=args, train_dataset=grouped_pairs(), processing_class=tokenizer
+    )
+    columns = ["chosen_ids", "rejected_ids", "prompt_length", "prompt_hash", "tie"]
+    pre_tokenized = first.train_dataset.select_columns(columns)
+    pre_tokenized = pre_tokenized.map(
+        lambda row, i: {"prompt_length": row["prompt_length"] + i % 2}, with_indices=True
+    )
+    model = tiny_reward_model(tokenizer)
+    trainer = CromeRewardTrainer(model, args=args, train_dataset=pre_tokenized, processing_class=tokenizer)
+    assert trainer.train_dataset["prompt_length"] == pre_tokenized["prompt_length"]  # used as given
+    assert isinstance(
+        trainer._get_train_sampler(trainer._remove_unused_columns(trainer.train_dataset)), PromptGroupedSampler
+    )
+    examples = [trainer.train_dataset[i] for i in range(len(pre_tokenized))]
+    batch = trainer.data_collator(examples)
+    sequences = [e["chosen_ids"] for e in examples] + [e["rejected_ids"] for e in examples]
+    with torch.no_grad():
+        rewards = prefix_shared_rewards(model.eval(), batch)
+    torch.testing.assert_close(rewards, padded_rewards(model, sequences, tokenizer.pad_token_id), rtol=0, atol=1e-5)
+
+
 def test_group_by_prompt_excludes_other_sampling_strategies(tmp_path):
     with pytest.raises(ValueError, match="cannot be combined with `train_sampling_strategy='group_by_length'`"):
         CromeRewardConfig(str(tmp_path), bf16=False, group_by_prompt=True, train_sampling_strategy="group_by_length")
