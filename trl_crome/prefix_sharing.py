@@ -47,8 +47,8 @@ class PrefixUnit(NamedTuple):
     prefix_length: int
     members: tuple[int, ...]
 
-    def num_tokens(self, lengths: Sequence[int]) -> int:
-        return self.prefix_length + sum(lengths[i] - self.prefix_length for i in self.members)
+    def num_tokens(self, sequences: Sequence[Sequence[int]]) -> int:
+        return self.prefix_length + sum(len(sequences[i]) - self.prefix_length for i in self.members)
 
 
 def shared_prefix_length(prefix_ids: Sequence[int], sequence_ids: Sequence[int]) -> int:
@@ -152,19 +152,18 @@ def plan_prefix_sharing(
     if deduplicate:
         first: dict[tuple[int, ...], int] = {}
         representative = [first.setdefault(tuple(ids), index) for index, ids in enumerate(sequences)]
-    groups: dict[Any, list[int]] = {}
+    groups: dict[tuple[int, ...] | int, tuple[int, list[int]]] = {}  # prefix tokens (or the index alone) -> members
     for index in dict.fromkeys(representative):
         prefix = prefix_lengths[index] if 0 < prefix_lengths[index] < lengths[index] else 0
-        key = (prefix, tuple(sequences[index][:prefix])) if prefix else ("alone", index)
-        groups.setdefault(key, []).append(index)
+        key = tuple(sequences[index][:prefix]) if prefix else index
+        groups.setdefault(key, (prefix, []))[1].append(index)
 
     units = []
-    for key, members in groups.items():
-        prefix = key[0] if key[0] != "alone" else 0
+    for prefix, members in groups.values():
         answers = [lengths[index] - prefix for index in members]
         for unit in best_fit_decreasing(answers, budget - prefix):
             units.append(PrefixUnit(prefix, tuple(members[i] for i in sorted(unit))))
-    rows = best_fit_decreasing([unit.num_tokens(lengths) for unit in units], budget)
+    rows = best_fit_decreasing([unit.num_tokens(sequences) for unit in units], budget)
     return [[units[i] for i in row] for row in rows], representative
 
 
@@ -188,8 +187,7 @@ def pack_prefix_rows(
           row_length` tokens, of each member's pooled token (the last that is not `pad_token_id`, as transformers
           pools), members in row-major order.
     """
-    lengths = [len(ids) for ids in sequences]
-    row_length = max(sum(unit.num_tokens(lengths) for unit in row) for row in rows)
+    row_length = max(sum(unit.num_tokens(sequences) for unit in row) for row in rows)
     if pad_to_multiple_of:
         row_length = -(-row_length // pad_to_multiple_of) * pad_to_multiple_of
     shape = (len(rows), row_length)
@@ -200,7 +198,7 @@ def pack_prefix_rows(
         start = 0
         for unit_index, unit in enumerate(row):
             prefix = unit.prefix_length
-            segment_ids[row_index, start : start + unit.num_tokens(lengths)] = unit_index
+            segment_ids[row_index, start : start + unit.num_tokens(sequences)] = unit_index
             if prefix:
                 input_ids[row_index, start : start + prefix] = torch.as_tensor(sequences[unit.members[0]][:prefix])
                 position_ids[row_index, start : start + prefix] = torch.arange(prefix)

@@ -95,7 +95,7 @@ def test_a_prompt_whose_answers_exceed_the_budget_gets_several_units():
     units = [unit for row in rows for unit in row]
     assert all(unit.prefix_length == 4 for unit in units)
     assert sorted(i for unit in units for i in unit.members) == [0, 1, 2, 3] and representative == [0, 1, 2, 3]
-    assert all(unit.num_tokens([len(s) for s in sequences]) <= 10 for unit in units)
+    assert all(unit.num_tokens(sequences) <= 10 for unit in units)
     assert len(units) == 2  # 4 + (4 + 2) and 4 + (3 + 3)
     with pytest.raises(ValueError, match="sequence 1 has 12 tokens, more than the budget of 10"):
         plan_prefix_sharing([[1], [1] * 12], [0, 0], max_tokens=10)
