@@ -20,6 +20,7 @@ def tiny_args(output_dir, **overrides) -> CromeRewardConfig:
         save_strategy="no",
         seed=0,
         dataloader_num_workers=0,
+        dataloader_pin_memory=False,  # no accelerator to pin for (transformers warns otherwise)
         disable_tqdm=True,
     )
     kwargs.update(overrides)

@@ -220,10 +220,13 @@ def test_flex_attention_block_mask_gives_the_padded_rewards(tokenizer):
 # --- training ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("gradient_checkpointing", [False, True], ids=["plain", "checkpointing"])
-def test_four_training_steps_give_the_padded_weights(tmp_path, tokenizer, gradient_checkpointing):
+@pytest.mark.parametrize("activation_checkpointing", [False, True], ids=["plain", "checkpointing"])
+def test_four_training_steps_give_the_padded_weights(tmp_path, tokenizer, activation_checkpointing):
     settings = dict(
-        max_steps=4, per_device_train_batch_size=4, group_by_prompt=True, gradient_checkpointing=gradient_checkpointing
+        max_steps=4,
+        per_device_train_batch_size=4,
+        group_by_prompt=True,
+        activation_checkpointing=activation_checkpointing,
     )
     histories, weights, evals = [], [], []
     for trainer in _trainers(tmp_path, tokenizer, "llama", "sdpa", False, **settings):
