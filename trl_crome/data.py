@@ -35,6 +35,7 @@ MARGIN_COLUMN = "margin"
 OPTIONAL_COLUMNS = (TIE_COLUMN, KIND_COLUMN, MARGIN_COLUMN)
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+CHECK_BATCH_ROWS = 1_000  # rows read at once by `validate_preference_dataset`
 
 
 class CromeDataError(ValueError):
@@ -162,13 +163,17 @@ def validate_preference_dataset(
         return dataset.map(_StreamValidator(dataset_name, tokenized), with_indices=True), []
 
     checked = [c for c in ("prompt", *required, *OPTIONAL_COLUMNS) if c in column_names]
-    columns = {c: dataset[c] for c in checked}
     kinds: dict[str, None] = {}
-    for index in range(len(dataset)):
-        row = {c: values[index] for c, values in columns.items()}
-        _check_row(row, index, dataset_name, tokenized)
-        kinds[row.get(KIND_COLUMN) or default_kind(bool(row.get(TIE_COLUMN)))] = None
-    if any(None in columns[c] for c in OPTIONAL_COLUMNS if c in columns):
+    missing_values, selected = False, dataset.select_columns(checked)
+    # A slice of rows at a time: checking a large data set never holds all of its text as Python objects.
+    for start in range(0, len(dataset), CHECK_BATCH_ROWS):
+        columns = selected[start : start + CHECK_BATCH_ROWS]
+        for offset in range(len(columns[checked[0]])):
+            row = {c: values[offset] for c, values in columns.items()}
+            _check_row(row, start + offset, dataset_name, tokenized)
+            kinds[row.get(KIND_COLUMN) or default_kind(bool(row.get(TIE_COLUMN)))] = None
+        missing_values |= any(None in columns[c] for c in OPTIONAL_COLUMNS if c in columns)
+    if missing_values:
         dataset = dataset.map(_with_defaults, desc="Filling missing tie / kind / margin values")
     return dataset, list(kinds)
 

@@ -1,25 +1,33 @@
 """`CromeAugmenter`: the Crome data pipeline, its steps in order (attributes, causal elements, counterfactuals, checks
-and verification, neutrals, filtering), a chunk of rows at a time. Each step lives in its own module; this one only
-wires them, keeps the books and stops at `max_cost`."""
+and verification, neutrals, filtering), a chunk of rows at a time, each finished chunk written to disk. Each step lives
+in its own module; this one only wires them, drives the chunks, keeps the books and stops at `max_cost`."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import os
 import random
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from datasets import Dataset
+from datasets import Dataset, Features
+from huggingface_hub import DatasetCard
+from tqdm.auto import tqdm
 
+from .. import __version__
 from ..data import DEFAULT_KINDS, KIND_CAUSAL, KIND_NEUTRAL, KIND_ORIGINAL
 from ..models import default_cache_dir
 from ..oracles.base import Oracle, OracleRequest, OracleResponse, StopCheck
 from ..oracles.cache import CachedOracle
 from .attributes import attributes_request, elements_request, parse_attributes, parse_elements
+from .card import dataset_card, push_to_hub
+from .chunks import ChunkReport, ChunkStore
 from .counterfactuals import REWRITE_TEMPLATES, CounterfactualValidator, checked_rewrites, rewrite_tasks
 from .estimate import CostEstimate, PlanningOracle, default_thinking_tokens, price_tiers
 from .filtering import as_baseline, filter_pairs
@@ -32,7 +40,7 @@ from .neutrals import (
     neutral_pairs,
     sampled_neutral_pairs,
 )
-from .pairs import CromePair, SourceRow, Turns, pairs_to_dataset, prompt_key, read_source_rows, turn_features
+from .pairs import CromePair, SourceRow, Turns, prompt_key
 from .presets import LITE, PAPER, PRESETS, apply_preset
 from .rubrics import (
     DEFAULT_FALLBACK_ATTRIBUTES,
@@ -41,8 +49,9 @@ from .rubrics import (
     resolve_rubrics,
     rubric_request,
 )
-from .summary import AugmentationSummary, ask_oracle, counts
-from .verification import VerificationCounts, verified_pairs, verify_request
+from .source import PromptPool, SourceData, prompt_digest, rows_digest
+from .summary import AugmentationSummary, ask_oracle
+from .verification import verified_pairs, verify_request
 
 if TYPE_CHECKING:
     from .filtering import Baseline
@@ -55,6 +64,22 @@ _KIND_RANK = {kind: rank for rank, kind in enumerate(DEFAULT_KINDS)}
 STEP_RUBRICS, STEP_ATTRIBUTES, STEP_ELEMENTS = "rubrics", "attributes", "causal_elements"
 STEP_REWRITES, STEP_VERIFY = "rewrites", "verification"
 STEP_ALIGNED, STEP_PARAPHRASE = "aligned_neutrals", "paraphrase_neutrals"
+
+DEFAULT_CHUNK_SIZE = 256
+BATCH_CHUNKS_IN_FLIGHT = 4  # one per dependent step: attributes, causal elements, rewrites, verification
+CHUNKS_DIR = "chunks"  # in `output_dir`: the finished chunks
+# Fields that change how a run goes, never what it writes: a finished chunk is reused whatever their values.
+RUN_ONLY_FIELDS = (
+    "output_dir",
+    "cache_dir",
+    "chunk_size",
+    "chunks_in_flight",
+    "max_cost",
+    "show_progress",
+    "filter_batch_size",
+    "push_to_hub",
+    "hub_private_repo",
+)
 
 
 @dataclass
@@ -167,25 +192,37 @@ class CromeAugmenterConfig:
         > Run
 
         output_dir (`str`, *optional*):
-            Folder of the run's resume state: the oracle cache goes to `output_dir/oracle_cache` unless `cache_dir`
-            is set.
+            Folder of the run's resume state: the finished chunks (`output_dir/chunks`) and, unless `cache_dir` is
+            set, the oracle cache (`output_dir/oracle_cache`). Without it, chunks go to
+            `$TRL_CROME_CACHE/augment_chunks/<run fingerprint>` (`~/.cache/trl_crome/...`).
         cache_dir (`str`, *optional*):
             Oracle cache folder. Defaults to `output_dir/oracle_cache`, else `$TRL_CROME_CACHE/oracle_cache`
             (`~/.cache/trl_crome/oracle_cache`). Rerunning with the same cache resumes an interrupted run without
             paying again for any answered call.
         max_rows (`int`, *optional*):
             Only augment the first `max_rows` rows.
-        chunk_size (`int`, *optional*, defaults to `256`):
-            Rows that go through all oracle steps together before the next rows start. The output does not depend
-            on it; a stopped run keeps the chunks it finished. With the Gemini Batch API, a larger chunk means fewer
-            rounds of batch jobs.
+        chunk_size (`int`, *optional*):
+            Rows that go through all oracle steps together, then are written to disk as one chunk; a rerun reuses
+            every finished chunk. The output does not depend on it. Defaults to 256; with the Gemini Batch API, to
+            `batch_size * batch_max_jobs / calls per row` (at least 256), so that a round of jobs fills the jobs in
+            flight. Memory grows with `chunk_size * chunks_in_flight`, not with the data set.
+        chunks_in_flight (`int`, *optional*):
+            Chunks whose stages overlap: a new chunk starts each round, so a round holds the next stage of every
+            chunk in flight (attributes of the newest, verification of the oldest). Defaults to 1 (chunk after
+            chunk); 4 with the Gemini Batch API, where every round of calls is a round of batch jobs.
         max_cost (`float`, *optional*):
-            USD cap on the run's oracle answers: what this run pays plus what its cache hits cost when they were
-            paid. When reached, no new call is sent, the calls in flight finish (and are cached), the finished chunks
-            are returned and `summary.stopped` says where it stopped. A rerun with the same cap stops at the same
-            place without paying; a rerun with a higher cap goes on without paying twice.
+            USD cap on the run's oracle answers: what this run pays plus what its cache hits (and reused chunks) cost
+            when they were paid. When reached, no new call is sent, the calls in flight finish (and are cached), the
+            finished chunks are kept and returned, and `summary.stopped` says where it stopped. A rerun with the same
+            cap stops at the same place without paying; a rerun with a higher cap goes on without paying twice.
+        push_to_hub (`str`, *optional*):
+            A Hub data set repository (`"user/name"`): when the run completes, its output is uploaded there with a
+            dataset card (see [`CromeAugmenter.push_to_hub`]). The token comes from the Hugging Face login or
+            `HF_TOKEN`.
+        hub_private_repo (`bool`, *optional*):
+            Create that repository private; `None` keeps the Hub's default.
         show_progress (`bool`, *optional*, defaults to `True`):
-            Show a progress bar per stage.
+            Show progress bars: rows done, and the calls of each round.
     """
 
     preset: str = field(
@@ -285,13 +322,27 @@ class CromeAugmenterConfig:
         default=None, metadata={"help": "Oracle cache folder (default: output_dir/oracle_cache)."}
     )
     max_rows: int | None = field(default=None, metadata={"help": "Only augment the first max_rows rows."})
-    chunk_size: int = field(
-        default=256, metadata={"help": "Rows that go through all oracle steps before the next ones start."}
+    chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Rows that go through all oracle steps together and are written as one chunk (default: 256; with "
+            "the Gemini Batch API, enough to fill the jobs in flight)."
+        },
+    )
+    chunks_in_flight: int | None = field(
+        default=None,
+        metadata={"help": "Chunks whose stages overlap, one stage apart (default: 1; 4 with the Gemini Batch API)."},
     )
     max_cost: float | None = field(
         default=None, metadata={"help": "USD cap on the run's oracle answers (cached ones at what they cost)."}
     )
-    show_progress: bool = field(default=True, metadata={"help": "Show a progress bar per stage."})
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "Hub data set repository (user/name) to upload the output to, with its card."}
+    )
+    hub_private_repo: bool | None = field(
+        default=None, metadata={"help": "Create the Hub repository private (default: the Hub's default)."}
+    )
+    show_progress: bool = field(default=True, metadata={"help": "Show progress bars (rows, and each round's calls)."})
 
     def __post_init__(self):
         apply_preset(self, self.preset)
@@ -325,8 +376,10 @@ class CromeAugmenterConfig:
             raise ValueError(f"filter_tau must be in [0, 1], got {self.filter_tau}.")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {self.max_rows}.")
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}.")
+        if self.chunks_in_flight is not None and self.chunks_in_flight < 1:
+            raise ValueError(f"chunks_in_flight must be >= 1, got {self.chunks_in_flight}.")
         if self.max_cost is not None and self.max_cost < 0:
             raise ValueError(f"max_cost must be >= 0 (USD), got {self.max_cost}.")
 
@@ -339,38 +392,63 @@ class CromeAugmenterConfig:
         return default_cache_dir() / "oracle_cache"
 
 
-class BudgetReached(Exception):
-    """Raised inside a run when `max_cost` stops a stage: `step` is where it stopped."""
-
-    def __init__(self, step: str):
-        super().__init__(step)
-        self.step = step
-
-
 @dataclass
 class _Run:
     """What one pass over the rows shares between chunks."""
 
     oracle: Oracle
     summary: AugmentationSummary
-    prompts: dict[str, Turns]  # every unique prompt of the data: the IQN pool
+    pool: PromptPool  # the distinct prompts of the data: the IQN pool
+    features: Features  # the output's types of prompt, chosen and rejected
     should_stop: StopCheck | None = None
-    rubrics: dict[str, list[CausalAttribute]] = field(default_factory=dict)  # lite: per prompt key, across chunks
-    counters: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    verification: VerificationCounts = field(default_factory=VerificationCounts)
+    # lite: the rubric of a prompt, by digest, with its last row: kept while a chunk not started yet has the prompt
+    rubrics: dict[int, tuple[int, list[CausalAttribute]]] = field(default_factory=dict)
+
+
+@dataclass
+class _Chunk:
+    """A chunk of rows in flight: its steps (a generator that yields each stage's calls and is sent their answers),
+    the calls of its current stage, and what it produced so far."""
+
+    start: int
+    stop: int
+    digest: str
+    report: ChunkReport
+    steps: Generator[list[tuple[str, OracleRequest]], list[OracleResponse], list[CromePair]] | None = None
+    calls: list[tuple[str, OracleRequest]] = field(default_factory=list)
+    pairs: list[CromePair] = field(default_factory=list)
+
+
+class _Sample:
+    """The rows at `indices` of a source, read like a source (`estimate` on a sample)."""
+
+    def __init__(self, source: SourceData, indices: list[int]):
+        self.source, self.indices = source, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def rows(self, start: int, stop: int) -> list[SourceRow]:
+        return self.source.rows_at(self.indices[start:stop])
 
 
 class CromeAugmenter:
     """Turns a preference dataset into Crome training data: original, causal and neutral pairs.
 
     Rows go through the oracle steps a chunk at a time (`config.chunk_size`): attributes (and paraphrase neutrals),
-    causal elements (and causally-aligned neutrals), rewrites, verifications; then the chunk's neutral pairs. The
-    output does not depend on the chunk size.
+    causal elements (and causally-aligned neutrals), rewrites, verifications; then the chunk's neutral pairs, and the
+    chunk is written to disk (`output_dir/chunks`). With `config.chunks_in_flight` > 1 the stages of consecutive
+    chunks overlap: each round of oracle calls holds the next stage of every chunk in flight (with the Batch API, one
+    round of jobs instead of one per stage and chunk). The output does not depend on either setting.
 
-    All oracle calls go through a [`~trl_crome.oracles.CachedOracle`], so an interrupted run (crash, `kill -9`,
-    Ctrl-C) resumes with the same command, pays for no answered call twice, and returns exactly what an uninterrupted
-    run returns. A failed call or a rejected rewrite only skips that rewrite; it is counted in [`summary`].
-    [`estimate`] shows the calls, tokens and cost of a run before anything is paid; `config.max_cost` caps it.
+    Rows are read from the Arrow data set a chunk at a time, and the pool of prompts that IQN neutrals draw from
+    holds a digest per distinct prompt, not its text: memory does not grow with the data set. All oracle calls go
+    through a [`~trl_crome.oracles.CachedOracle`] and finished chunks stay on disk, so an interrupted run (crash,
+    `kill -9`, Ctrl-C, `max_cost`) resumes with the same command, reuses every finished chunk without recomputing
+    it, pays for no answered call twice, and returns exactly what an uninterrupted run returns. A failed call or a
+    rejected rewrite only skips that rewrite; it is counted in [`summary`]. [`estimate`] shows the calls, tokens and
+    cost of a run before anything is paid; `config.max_cost` caps it; `config.push_to_hub` shares the result with a
+    dataset card.
 
     Args:
         oracle ([`~trl_crome.oracles.Oracle`]):
@@ -415,75 +493,224 @@ class CromeAugmenter:
             )
         elif config.filter_augmented and (config.causal_augmentation or config.neutral_augmentation):
             logger.warning("No baseline reward model given: augmented pairs are kept without filtering.")
+        self._baseline_name = _baseline_name(baseline) if self.baseline is not None else None
         self.summary: AugmentationSummary | None = None
+        self._output: _Output | None = None  # the last run's finished chunks
 
-    def _source_rows(self, dataset: Dataset) -> tuple[list[SourceRow], dict[str, Turns]]:
-        if self.config.max_rows is not None and self.config.max_rows < len(dataset):
-            dataset = dataset.select(range(self.config.max_rows))
-        rows = read_source_rows(dataset)
-        return rows, {prompt_key(row.prompt): row.prompt for row in rows}  # unique prompts, first appearance first
+    # -- chunking --------------------------------------------------------------------------------------------------
+    def chunking(self) -> tuple[int, int]:
+        """`(chunk_size, chunks_in_flight)` of a run, the defaults resolved for this oracle.
 
-    def __call__(self, dataset: Dataset) -> Dataset:
+        Online: 256 rows, one chunk in flight. With the Gemini Batch API (an oracle with `batch=True`): 4 chunks in
+        flight (one per dependent step), each of `batch_size * batch_max_jobs / calls per row` rows (at least 256), so
+        that one round of jobs holds about as many requests as the jobs in flight can take.
+        """
+        config = self.config
+        backend = self.oracle.oracle if isinstance(self.oracle, CachedOracle) else self.oracle
+        batch = getattr(backend, "batch", False)
+        depth = config.chunks_in_flight or (BATCH_CHUNKS_IN_FLIGHT if batch else 1)
+        size = config.chunk_size
+        if size is None:
+            size = DEFAULT_CHUNK_SIZE
+            if batch:
+                capacity = backend.batch_size * backend.batch_max_jobs
+                size = max(DEFAULT_CHUNK_SIZE, capacity // max(1, calls_per_row(config)))
+        return size, depth
+
+    def _fingerprint(self, source: SourceData, pool: PromptPool) -> str:
+        """What a finished chunk's pairs depend on besides its own rows: settings, oracle model, baseline, the input's
+        format and the pool of prompts (hashed)."""
+        settings = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in RUN_ONLY_FIELDS}
+        payload = {
+            "version": __version__,
+            "oracle": self.oracle.model,
+            "settings": settings,
+            "baseline": self._baseline_name,
+            "features": source.features.to_dict(),
+            "rows": len(source),
+            "pool": pool.fingerprint(),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _chunk_folder(self, fingerprint: str) -> Path:
+        if self.config.output_dir is not None:
+            return Path(self.config.output_dir) / CHUNKS_DIR
+        return default_cache_dir() / "augment_chunks" / fingerprint[:16]
+
+    # -- a run -----------------------------------------------------------------------------------------------------
+    def __call__(self, dataset: Dataset, dataset_name: str | None = None) -> Dataset:
         """Augment `dataset` (TRL preference format) and return the Crome pairs, in a deterministic order: per source
         row, the original pair, its causal pairs, then its neutral pairs. When `max_cost` stops the run, only the
-        finished chunks' rows are returned and `summary.stopped` says where it stopped."""
+        finished chunks' rows are returned and `summary.stopped` says where it stopped.
+
+        The returned data set is memory-mapped from the chunks' files in the run's state folder. `dataset_name`
+        (default: the data set's own name, when it has one) names the source in the dataset card.
+        """
         config, started = self.config, time.perf_counter()
         summary = self.summary = AugmentationSummary(
             oracle=self.oracle.model, preset=config.preset, max_cost=config.max_cost
         )
-        rows, prompts = self._source_rows(dataset)
-        summary.input_rows = len(rows)
+        source = SourceData(dataset, config.max_rows)
+        pool = source.scan()  # every row checked before anything is paid
+        summary.input_rows = len(source)
+        fingerprint = self._fingerprint(source, pool)
+        store = ChunkStore(self._chunk_folder(fingerprint), fingerprint)
         should_stop = None
         if config.max_cost is not None:
             should_stop = lambda: summary.spent_usd >= config.max_cost  # noqa: E731
-        run = _Run(self.oracle, summary, prompts, should_stop)
-        pairs = []
-        for start in range(0, len(rows), config.chunk_size):
-            chunk = rows[start : start + config.chunk_size]
-            try:
-                pairs += self._augment_chunk(chunk, run)
-            except BudgetReached as stop:
-                summary.stopped = {
-                    "reason": "max_cost",
-                    "max_cost": config.max_cost,
-                    "spent_usd": summary.spent_usd,
-                    "step": stop.step,
-                    "next_row": chunk[0].index,
-                }
-                logger.warning(
-                    "Stopped at max_cost $%.4f (spent $%.4f) in step %s: %d of %d rows written. Rerun with a higher "
-                    "max_cost to go on; answered calls are cached.",
-                    config.max_cost,
-                    summary.spent_usd,
-                    stop.step,
-                    start,
-                    len(rows),
-                )
-                break
-            summary.rows_done += len(chunk)
-        if self.baseline is not None:
-            pairs, dropped = filter_pairs(pairs, self.baseline, config.filter_tau)
-            summary.filtered_out = {kind: dropped[kind] for kind in (KIND_CAUSAL, KIND_NEUTRAL)}
-
-        kinds = Counter(pair.kind for pair in pairs)
-        summary.pairs = {kind: kinds[kind] for kind in (KIND_ORIGINAL, KIND_CAUSAL, KIND_NEUTRAL)}
-        neutral_types = Counter(pair.neutral_type for pair in pairs if pair.kind == KIND_NEUTRAL)
-        summary.neutrals = {kind: neutral_types[kind] for kind in NEUTRAL_TYPES if neutral_types[kind]}
-        summary.rejects = counts(run.counters["rejects"])
-        summary.rubric_fallbacks = counts(run.counters["fallbacks"])
-        summary.rescaled_scores = run.counters["scores"]["rescaled"]
-        summary.element_failures = counts(run.counters["elements"])
-        if config.verify_rewrites and config.causal_augmentation:
-            verification = run.verification
-            summary.verification = {
-                "passed": verification.passed,
-                "failed": {d: counts(verification.failed[d]) for d in sorted(verification.failed)},
-                "unverified": counts(verification.unverified),
-            }
+        run = _Run(self.oracle, summary, pool, source.features, should_stop)
+        records = self._run_chunks(source, run, store, config.show_progress)
+        for record in records:
+            summary.add_counts(record["report"], record["stop"] - record["start"])
+        kinds = [KIND_CAUSAL, KIND_NEUTRAL]
+        summary.finish(
+            kinds=(KIND_ORIGINAL, *kinds),
+            neutral_types=NEUTRAL_TYPES,
+            verified=bool(config.verify_rewrites and config.causal_augmentation),
+            filtered=kinds if self.baseline is not None else (),
+        )
         summary.seconds = time.perf_counter() - started
         logger.info("Crome augmentation done:\n%s", summary.to_table())
-        return pairs_to_dataset(pairs, turn_features(dataset))
+        self._output = _Output(store, records, source.features, dataset_name or dataset.info.dataset_name)
+        output = store.dataset(records, source.features)
+        if config.push_to_hub is not None:
+            if summary.stopped is None:
+                self.push_to_hub(config.push_to_hub, private=config.hub_private_repo)
+            else:
+                logger.warning("Not pushed to %s: the run stopped at max_cost before the end.", config.push_to_hub)
+        return output
 
+    def _run_chunks(
+        self, source: SourceData | _Sample, run: _Run, store: ChunkStore | None, show: bool
+    ) -> list[dict[str, Any]]:
+        """Drive the chunks through their stages, `chunks_in_flight` at a time, one round of oracle calls per stage.
+
+        A new chunk starts at most once per round, so the chunks in flight stay one stage apart and a round holds
+        every step's calls. A chunk an earlier run finished (same fingerprint, same rows, no transient failure) is
+        reused from `store` without a call. Returns the records of the chunks that make the output: all of them, or,
+        when `max_cost` stopped the run, those before the first unfinished one (the others stay on disk for a rerun).
+        """
+        size, depth = self.chunking()
+        total, summary = len(source), run.summary
+        finished: dict[int, dict[str, Any]] = {}
+        flights: list[_Chunk] = []
+        position, stopped_step = 0, None
+        bar = tqdm(total=total, desc="Crome rows", unit="row", disable=not show)
+        while True:
+            started = False
+            while position < total and (not flights or (len(flights) < depth and not started)):
+                record = store.get(position) if store is not None else None
+                rows = source.rows(position, record["stop"] if record else min(position + size, total))
+                digest = rows_digest(rows)
+                if record is not None and record["rows_digest"] == digest and not record["report"]["transient"]:
+                    summary.add_reused(record["report"], len(rows))
+                    finished[position], position = record, record["stop"]
+                    bar.update(len(rows))
+                    continue
+                chunk = _Chunk(position, position + len(rows), digest, ChunkReport())
+                chunk.steps = self._chunk_steps(rows, run, chunk.report)
+                position, started = chunk.stop, True
+                if self._advance(chunk, None):
+                    flights.append(chunk)
+                else:
+                    finished[chunk.start] = self._finish(chunk, run, store)
+                    bar.update(chunk.stop - chunk.start)
+            if not flights:
+                break
+            calls = [call for chunk in flights for call in chunk.calls]
+            responses = self._ask(run, calls, show)
+            offset, moving = 0, []
+            for chunk in flights:
+                part = responses[offset : offset + len(chunk.calls)]
+                offset += len(chunk.calls)
+                if any(response is None for response in part):
+                    continue  # held back by max_cost: the chunk is dropped (its answers are in the cache)
+                chunk.report.add_answers(run.oracle, chunk.calls, part)
+                if self._advance(chunk, part):
+                    moving.append(chunk)
+                else:
+                    finished[chunk.start] = self._finish(chunk, run, store)
+                    bar.update(chunk.stop - chunk.start)
+            held = next((index for index, response in enumerate(responses) if response is None), None)
+            if held is not None:
+                stopped_step = calls[held][0]
+                break
+            flights = moving
+        bar.close()
+        records, position = [], 0
+        while position in finished:
+            records.append(finished[position])
+            position = finished[position]["stop"]
+        if stopped_step is not None:
+            config = self.config
+            summary.stopped = {
+                "reason": "max_cost",
+                "max_cost": config.max_cost,
+                "spent_usd": summary.spent_usd,
+                "step": stopped_step,
+                "next_row": position,
+            }
+            logger.warning(
+                "Stopped at max_cost $%.4f (spent $%.4f) in step %s: %d of %d rows written. Rerun with a higher "
+                "max_cost to go on; answered calls are cached and finished chunks kept.",
+                config.max_cost,
+                summary.spent_usd,
+                stopped_step,
+                position,
+                total,
+            )
+        return records
+
+    @staticmethod
+    def _advance(chunk: _Chunk, answers: list[OracleResponse] | None) -> bool:
+        """Send a stage's answers into the chunk's steps; `False` when the chunk is done (its pairs in `pairs`)."""
+        try:
+            calls = chunk.steps.send(answers)
+            while not calls:  # a stage with nothing to ask
+                calls = chunk.steps.send([])
+        except StopIteration as done:
+            chunk.pairs = done.value
+            return False
+        chunk.calls = calls
+        return True
+
+    def _finish(self, chunk: _Chunk, run: _Run, store: ChunkStore | None) -> dict[str, Any]:
+        """Filter a chunk's pairs with the baseline, and write it (with its record) when there is a store."""
+        pairs, dropped = chunk.pairs, None
+        if self.baseline is not None:
+            pairs, dropped = filter_pairs(pairs, self.baseline, self.config.filter_tau)
+        report = chunk.report.to_dict(pairs, dropped)
+        if store is None:
+            return {"start": chunk.start, "stop": chunk.stop, "report": report}
+        return store.save(chunk.start, chunk.stop, chunk.digest, pairs, run.features, report)
+
+    # -- the output ------------------------------------------------------------------------------------------------
+    def _last_output(self) -> _Output:
+        if self._output is None:
+            raise RuntimeError("No output yet: call the augmenter on a data set first.")
+        return self._output
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write the last run's pairs as JSON lines, one chunk at a time and atomically: the bytes
+        `augmenter(data).to_json(path, lines=True, force_ascii=False)` writes, without holding the output in memory."""
+        output = self._last_output()
+        output.store.write_jsonl(output.records, path)
+
+    def dataset_card(self) -> DatasetCard:
+        """The dataset card of the last run's output: source data, oracle, settings, counts, tokens and cost, template
+        versions and the provenance columns (see `trl_crome/augment/card.py`). It holds no secret."""
+        output = self._last_output()
+        return dataset_card(self.summary, self.config, output.source_name, type(self.oracle.oracle).__name__)
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
+        """Upload the last run's pairs to the Hub data set `repo_id` with [`dataset_card`], through `datasets`'
+        `Dataset.push_to_hub`. The token comes from `token` or the Hugging Face login (never from the card).
+        Returns the repository's URL."""
+        output = self._last_output()
+        dataset = output.store.dataset(output.records, output.features)
+        return push_to_hub(dataset, self.dataset_card(), repo_id, private=private, token=token)
+
+    # -- cost before paying ----------------------------------------------------------------------------------------
     def estimate(
         self,
         dataset: Dataset,
@@ -518,11 +745,11 @@ class CromeAugmenter:
                 you will augment).
         """
         config = self.config
-        rows, prompts = self._source_rows(dataset)
-        sample = rows
-        if sample_rows is not None and sample_rows < len(rows):
-            picked = sorted(random.Random(config.seed).sample(range(len(rows)), sample_rows))
-            sample = [rows[i] for i in picked]
+        source = SourceData(dataset, config.max_rows)
+        pool = source.scan()
+        sample: SourceData | _Sample = source
+        if sample_rows is not None and sample_rows < len(source):
+            sample = _Sample(source, sorted(random.Random(config.seed).sample(range(len(source)), sample_rows)))
         planner = PlanningOracle(
             self.oracle,
             token_counter=token_counter,
@@ -530,43 +757,40 @@ class CromeAugmenter:
             elements=config.elements_per_attribute,
         )
         summary = AugmentationSummary(oracle=self.oracle.model, preset=config.preset)
-        run = _Run(planner, summary, prompts)
-        for start in range(0, len(sample), config.chunk_size):
-            self._augment_chunk(sample[start : start + config.chunk_size], run, show_progress=False)
+        self._run_chunks(sample, _Run(planner, summary, pool, source.features), store=None, show=False)
         return CostEstimate.from_summary(
             summary,
             rows=len(sample),
-            total_rows=project_rows or len(rows),
+            total_rows=project_rows or len(source),
             prices=price_tiers(self.oracle),
             thinking_tokens=default_thinking_tokens(self.oracle) if thinking_tokens is None else thinking_tokens,
             token_note=planner.token_note,
         )
 
     # -- one chunk of rows through every oracle step --------------------------------------------------------------
-    def _ask(self, run: _Run, desc: str, calls: list[tuple[str, OracleRequest]], show: bool) -> list[OracleResponse]:
-        """Answer one stage's `(step, request)` calls; raises [`BudgetReached`] when `max_cost` held some back."""
-        if not calls:
-            return []
+    def _ask(self, run: _Run, calls: list[tuple[str, OracleRequest]], show: bool) -> list[OracleResponse | None]:
+        """Answer one round's `(step, request)` calls; `None` for each request `max_cost` held back."""
         if run.should_stop is not None and run.should_stop():
-            raise BudgetReached(calls[0][0])
-        responses = ask_oracle(
+            return [None] * len(calls)
+        steps = [step for step, _ in calls]
+        desc = "Crome " + " + ".join(dict.fromkeys(step.replace("_", " ") for step in steps))
+        return ask_oracle(
             run.oracle,
             [request for _, request in calls],
             run.summary,
             desc,
             "call",
             show,
-            steps=[step for step, _ in calls],
+            steps=steps,
             should_stop=run.should_stop,
         )
-        for (step, _), response in zip(calls, responses):
-            if response is None:
-                raise BudgetReached(step)
-        return responses
 
-    def _augment_chunk(self, rows: list[SourceRow], run: _Run, show_progress: bool | None = None) -> list[CromePair]:
+    def _chunk_steps(
+        self, rows: list[SourceRow], run: _Run, report: ChunkReport
+    ) -> Generator[list[tuple[str, OracleRequest]], list[OracleResponse], list[CromePair]]:
+        """The stages of one chunk: yields each stage's `(step, request)` calls, is sent their answers, and returns
+        the chunk's pairs in output order. What the stages decide is counted in `report`."""
         config = self.config
-        show = config.show_progress if show_progress is None else show_progress
         paper = config.preset == PAPER
         types = set(config.neutral_types) if config.neutral_augmentation else set()
         tokens, temperature = config.rewrite_max_output_tokens, config.temperature
@@ -574,11 +798,16 @@ class CromeAugmenter:
         # Stage 1: attributes (per example, or per new prompt for lite) and paraphrase neutrals.
         calls: list[tuple[str, OracleRequest]] = []
         need_attributes = config.causal_augmentation or ALIGNED in types
-        new_prompts = {}  # lite: the chunk's prompts whose rubric no earlier chunk resolved
+        known, new_prompts = {}, {}  # lite: the chunk's rubrics an earlier chunk resolved; the prompts still to ask
         if need_attributes and not paper:
+            for digest in [d for d, (last, _) in run.rubrics.items() if last < rows[0].index]:
+                del run.rubrics[digest]  # no chunk still to start has this prompt
             for row in rows:
-                new_prompts.setdefault(prompt_key(row.prompt), row.prompt)
-            new_prompts = {key: prompt for key, prompt in new_prompts.items() if key not in run.rubrics}
+                digest = prompt_digest(row.prompt)
+                if digest in run.rubrics:
+                    known[digest] = run.rubrics[digest][1]
+                else:
+                    new_prompts.setdefault(prompt_key(row.prompt), row.prompt)
         if need_attributes and config.identify_rubrics:
             max_tokens = config.rubric_max_output_tokens
             if paper:
@@ -593,10 +822,12 @@ class CromeAugmenter:
                 ]
         paraphrases = [NeutralRewriteTask(row, PARAPHRASE) for row in rows] if PARAPHRASE in types else []
         calls += [(STEP_PARAPHRASE, task.request(tokens, temperature)) for task in paraphrases]
-        answers = self._ask(run, "Crome attributes", calls, show)
+        answers = yield calls
         split = len(answers) - len(paraphrases)
         attribute_answers, paraphrase_answers = answers[:split], answers[split:]
-        attributes = self._attributes(rows, attribute_answers, new_prompts, run) if need_attributes else []
+        attributes = []
+        if need_attributes:
+            attributes = self._attributes(rows, attribute_answers, known, new_prompts, run, report)
 
         # Stage 2: causal elements of each attribute, and causally-aligned neutrals.
         calls = []
@@ -612,7 +843,7 @@ class CromeAugmenter:
         if ALIGNED in types:
             aligned = [NeutralRewriteTask(row, ALIGNED, tuple(found)) for row, found in zip(rows, attributes)]
         calls += [(STEP_ALIGNED, task.request(tokens, temperature)) for task in aligned]
-        answers = self._ask(run, "Crome causal elements", calls, show)
+        answers = yield calls
         split = len(answers) - len(aligned)
         element_answers, aligned_answers = iter(answers[:split]), answers[split:]
         elements = None  # lite templates
@@ -623,27 +854,27 @@ class CromeAugmenter:
                     for a in range(len(row_elements)):
                         row_elements[a], reason = parse_elements(next(element_answers), config.elements_per_attribute)
                         if reason is not None:
-                            run.counters["elements"][reason] += 1
+                            report.counters["elements"][reason] += 1
 
         # Stage 3: counterfactual rewrites; then the sanity checks (and the lite gates).
         causal = []
         if config.causal_augmentation:
             directions = [d for d in REWRITE_TEMPLATES if d in config.directions]  # degrade first, however spelled
             tasks = rewrite_tasks(rows, attributes, directions, elements)
-            calls = [(STEP_REWRITES, task.request(tokens, temperature)) for task in tasks]
-            responses = self._ask(run, "Crome counterfactuals", calls, show)
+            responses = yield [(STEP_REWRITES, task.request(tokens, temperature)) for task in tasks]
             texts, rejects = checked_rewrites(
                 [task.source for task in tasks], responses, self.validator, config.accept_plain_text_rewrites
             )
-            run.counters["rejects"].update(rejects)
+            report.counters["rejects"].update(rejects)
             accepted = [(task, text) for task, text in zip(tasks, texts) if text is not None]
             # Stage 4: an oracle verification of every rewrite that passed the checks.
             if config.verify_rewrites:
                 max_tokens = config.verify_max_output_tokens
-                calls = [(STEP_VERIFY, verify_request(task, text, max_tokens, temperature)) for task, text in accepted]
-                verdicts = self._ask(run, "Crome verification", calls, show)
+                verdicts = yield [
+                    (STEP_VERIFY, verify_request(task, text, max_tokens, temperature)) for task, text in accepted
+                ]
                 causal = verified_pairs(
-                    [task for task, _ in accepted], [text for _, text in accepted], verdicts, run.verification
+                    [task for task, _ in accepted], [text for _, text in accepted], verdicts, report.verification
                 )
             else:
                 causal = [task.pair(text) for task, text in accepted]
@@ -653,16 +884,16 @@ class CromeAugmenter:
         neutrals = []
         if IQN in types:
             per_pair, missing = neutral_pairs(
-                pairs, run.prompts, config.neutrals_per_original, config.neutrals_per_causal, config.seed
+                pairs, run.pool, config.neutrals_per_original, config.neutrals_per_causal, config.seed
             )
-            per_row, missing_per_row = sampled_neutral_pairs(pairs, run.prompts, config.neutrals_per_row, config.seed)
+            per_row, missing_per_row = sampled_neutral_pairs(pairs, run.pool, config.neutrals_per_row, config.seed)
             neutrals += per_pair + per_row
-            run.summary.neutrals_missing += missing + missing_per_row
+            report.counters["neutrals"]["missing"] += missing + missing_per_row
         for tasks, responses in ((aligned, aligned_answers), (paraphrases, paraphrase_answers)):
             texts, rejects = checked_rewrites(
                 [task.source for task in tasks], responses, self.validator, config.accept_plain_text_rewrites
             )
-            run.counters["rejects"].update(rejects)
+            report.counters["rejects"].update(rejects)
             neutrals += [task.pair(text) for task, text in zip(tasks, texts) if text is not None]
         pairs += neutrals
         pairs.sort(key=lambda pair: (pair.source_row, _KIND_RANK[pair.kind]))  # stable: keeps each kind's order
@@ -672,33 +903,68 @@ class CromeAugmenter:
         self,
         rows: list[SourceRow],
         answers: list[OracleResponse],
+        known: dict[int, list[CausalAttribute]],
         new_prompts: dict[str, Turns],
         run: _Run,
+        report: ChunkReport,
     ) -> list[list[CausalAttribute]]:
-        """Each row's attributes to rewrite, most important first: from the oracle's answers or the fallback."""
+        """Each row's attributes to rewrite, most important first: from the oracle's answers or the fallback.
+
+        Lite: `known` holds the rubrics (by prompt digest) an earlier chunk resolved, `answers` answer `new_prompts`.
+        """
         config = self.config
         if config.preset != PAPER:
-            responses = dict(zip(new_prompts, answers)) if config.identify_rubrics else None
-            rubrics, fallbacks = resolve_rubrics(
-                new_prompts, responses, config.max_attributes, config.fallback_attributes, config.seed
-            )
-            run.rubrics.update(rubrics)
-            run.counters["fallbacks"].update(fallbacks)
-            return [run.rubrics[prompt_key(row.prompt)][: config.attributes_per_example] for row in rows]
+            rubrics = self._lite_rubrics(rows, answers, new_prompts, run, report)
+            return [
+                (known.get(digest) or rubrics[digest])[: config.attributes_per_example]
+                for digest in (prompt_digest(row.prompt) for row in rows)
+            ]
         attributes = []
         for index, row in enumerate(rows):
             found, reason = [], None
             if config.identify_rubrics:
                 found, reason, rescaled = parse_attributes(answers[index], config.max_attributes)
-                run.counters["scores"]["rescaled"] += rescaled
+                report.counters["scores"]["rescaled"] += rescaled
             if not found:
                 if reason is not None:
-                    run.counters["fallbacks"][reason] += 1
+                    report.counters["fallbacks"][reason] += 1
                 found = fallback_attributes(
                     prompt_key(row.prompt), config.fallback_attributes, config.max_attributes, config.seed
                 )
             attributes.append(found[: config.attributes_per_example])
         return attributes
+
+    def _lite_rubrics(
+        self,
+        rows: list[SourceRow],
+        answers: list[OracleResponse],
+        new_prompts: dict[str, Turns],
+        run: _Run,
+        report: ChunkReport,
+    ) -> dict[int, list[CausalAttribute]]:
+        """Lite: the rubrics of `new_prompts` by digest; those a later chunk has again are kept in `run.rubrics`.
+
+        A prompt is asked in the first chunk that has it; a later chunk asks it again (from the cache) only when that
+        chunk was reused from an earlier run, and then does not count its fallback a second time.
+        """
+        config, pool = self.config, run.pool
+        responses = dict(zip(new_prompts, answers)) if config.identify_rubrics else None
+        positions = {key: pool.position(prompt_digest(prompt)) for key, prompt in new_prompts.items()}
+        first_here = {key for key, position in positions.items() if pool.first_rows[position] >= rows[0].index}
+        rubrics: dict[int, list[CausalAttribute]] = {}
+        for counted in (True, False):
+            prompts = {key: prompt for key, prompt in new_prompts.items() if (key in first_here) == counted}
+            resolved, fallbacks = resolve_rubrics(
+                prompts, responses, config.max_attributes, config.fallback_attributes, config.seed
+            )
+            if counted:
+                report.counters["fallbacks"].update(fallbacks)
+            for key, attributes in resolved.items():
+                last = int(pool.last_rows[positions[key]])
+                rubrics[int(pool.digests[positions[key]])] = attributes
+                if last > rows[-1].index:
+                    run.rubrics[int(pool.digests[positions[key]])] = (last, attributes)
+        return rubrics
 
 
 def _length_function(config: CromeAugmenterConfig):
@@ -710,4 +976,34 @@ def _length_function(config: CromeAugmenterConfig):
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-__all__ = ["AugmentationSummary", "BudgetReached", "CromeAugmenter", "CromeAugmenterConfig"]
+def calls_per_row(config: CromeAugmenterConfig) -> int:
+    """Oracle calls per row when every call succeeds (lite: counting one rubric per row, as with unique prompts)."""
+    types = set(config.neutral_types) if config.neutral_augmentation else set()
+    attributes = config.attributes_per_example if config.causal_augmentation else 0
+    rewrites = attributes * len(config.directions)
+    calls = int(config.identify_rubrics and (config.causal_augmentation or ALIGNED in types))
+    calls += attributes if config.preset == PAPER and config.causal_elements else 0
+    calls += rewrites * (2 if config.verify_rewrites else 1)
+    return calls + (ALIGNED in types) + (PARAPHRASE in types)
+
+
+def _baseline_name(baseline: Baseline) -> str:
+    """What identifies a baseline in a run's fingerprint: its path or Hub name, its model's name, or its callable."""
+    if isinstance(baseline, str | os.PathLike):
+        return str(baseline)
+    if isinstance(baseline, tuple):
+        return str(getattr(baseline[0].config, "_name_or_path", type(baseline[0]).__name__))
+    return f"{getattr(baseline, '__module__', '')}.{getattr(baseline, '__qualname__', type(baseline).__qualname__)}"
+
+
+@dataclass
+class _Output:
+    """The finished chunks of the last run, in order."""
+
+    store: ChunkStore
+    records: list[dict[str, Any]]
+    features: Features
+    source_name: str | None
+
+
+__all__ = ["AugmentationSummary", "CromeAugmenter", "CromeAugmenterConfig", "calls_per_row"]

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from ..data import KIND_NEUTRAL, KIND_ORIGINAL
 from ..oracles.base import OracleRequest
 from .counterfactuals import AnalyzedRewrite, Rewrite
-from .pairs import CromePair, SourceRow, Turns, answer_text, prompt_key, prompt_text, with_answer_text
+from .pairs import CromePair, SourceRow, Turns, answer_text, prompt_text, with_answer_text
 from .rubrics import CausalAttribute
+from .source import PromptPool, prompt_digest
 from .templates import load_template
 
 IQN, ALIGNED, PARAPHRASE = "iqn", "aligned", "paraphrase"
@@ -30,25 +31,9 @@ NEUTRAL_TYPES = (IQN, ALIGNED, PARAPHRASE)
 ALIGNED_TEMPLATE, PARAPHRASE_TEMPLATE = "aligned_neutral@1", "paraphrase@1"
 
 
-def _other_prompts(rng: random.Random, keys: Sequence[str], key_set: set[str], own: str, count: int) -> list[str]:
-    """`count` distinct keys from `keys` other than `own` (fewer when there are not enough)."""
-    others = len(keys) - (own in key_set)
-    if others <= count:
-        chosen = [key for key in keys if key != own]
-        rng.shuffle(chosen)
-        return chosen
-    picked: dict[str, None] = {}
-    # Rejection sampling: O(count) per pair instead of copying the whole pool of prompts for every pair.
-    while len(picked) < count:
-        key = keys[rng.randrange(len(keys))]
-        if key != own:
-            picked[key] = None
-    return list(picked)
-
-
 def neutral_pairs(
     pairs: Sequence[CromePair],
-    prompts: dict[str, Turns],
+    prompts: PromptPool | dict[str, Turns],
     per_original: int = 1,
     per_causal: int = 1,
     seed: int = 42,
@@ -58,8 +43,9 @@ def neutral_pairs(
     Args:
         pairs (`Sequence[CromePair]`):
             Original and causal preference pairs, in output order.
-        prompts (`dict[str, Turns]`):
-            The dataset's unique prompts, by [`~trl_crome.augment.pairs.prompt_key`]: the pool to draw from.
+        prompts ([`~trl_crome.augment.source.PromptPool`] or `dict[str, Turns]`):
+            The pool to draw from: the dataset's distinct prompts (a dict maps each one's
+            [`~trl_crome.augment.pairs.prompt_key`] to it).
         per_original (`int`):
             Neutral pairs made from each original pair.
         per_causal (`int`):
@@ -72,18 +58,21 @@ def neutral_pairs(
         `(neutrals, missing)`: the tie pairs, grouped by source pair in input order, and how many could not be made
         because the pool has too few other prompts.
     """
-    keys = list(prompts)
-    key_set = set(keys)
+    pool = _as_pool(prompts)
     neutrals, missing = [], 0
     for pair in pairs:
         count = per_original if pair.kind == KIND_ORIGINAL else per_causal
         if count <= 0:
             continue
         rng = random.Random(f"{seed}:{pair.source_row}:{pair.kind}:{pair.attribute}:{pair.direction}")
-        others = _other_prompts(rng, keys, key_set, prompt_key(pair.prompt), count)
+        others = pool.others(rng, prompt_digest(pair.prompt), count)
         missing += count - len(others)
-        neutrals += [_under_prompt(pair, prompts[key]) for key in others]
+        neutrals += [_under_prompt(pair, pool.prompt(position)) for position in others]
     return neutrals, missing
+
+
+def _as_pool(prompts: PromptPool | dict[str, Turns]) -> PromptPool:
+    return prompts if isinstance(prompts, PromptPool) else PromptPool.from_prompts(prompts)
 
 
 def _under_prompt(pair: CromePair, prompt: Turns) -> CromePair:
@@ -102,7 +91,7 @@ def _under_prompt(pair: CromePair, prompt: Turns) -> CromePair:
 
 
 def sampled_neutral_pairs(
-    pairs: Sequence[CromePair], prompts: dict[str, Turns], per_row: float, seed: int = 42
+    pairs: Sequence[CromePair], prompts: PromptPool | dict[str, Turns], per_row: float, seed: int = 42
 ) -> tuple[list[CromePair], int]:
     """IQN tie pairs drawn per source row from its original and causal pairs: `per_row` on average (the whole part
     always, the fraction with that probability), each from a different pair of the row, under another prompt.
@@ -114,8 +103,7 @@ def sampled_neutral_pairs(
     Returns:
         `(neutrals, missing)` as [`neutral_pairs`]; a row with fewer pairs than its draw counts the rest as missing.
     """
-    keys = list(prompts)
-    key_set = set(keys)
+    pool = _as_pool(prompts)
     rows: dict[int, list[CromePair]] = {}
     for pair in pairs:
         rows.setdefault(pair.source_row, []).append(pair)
@@ -128,9 +116,9 @@ def sampled_neutral_pairs(
         missing += count - len(chosen)
         for index in chosen:
             pair = group[index]
-            others = _other_prompts(rng, keys, key_set, prompt_key(pair.prompt), 1)
+            others = pool.others(rng, prompt_digest(pair.prompt), 1)
             missing += 1 - len(others)
-            neutrals += [_under_prompt(pair, prompts[key]) for key in others]
+            neutrals += [_under_prompt(pair, pool.prompt(position)) for position in others]
     return neutrals, missing
 
 

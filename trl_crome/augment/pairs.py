@@ -13,7 +13,7 @@ from typing import Any
 
 from datasets import Dataset, Features, Value
 
-from ..data import KIND_ORIGINAL, CromeDataError, validate_preference_dataset
+from ..data import KIND_ORIGINAL
 
 # A prompt or an answer: a string, or a list of {"role", "content"} messages.
 Turns = str | list[dict[str, Any]]
@@ -81,49 +81,6 @@ def with_answer_text(answer: Turns, text: str) -> Turns:
     if isinstance(answer, str):
         return text
     return [*answer[:-1], {**answer[-1], "content": text}]
-
-
-def read_source_rows(dataset: Dataset) -> list[SourceRow]:
-    """Validate a preference dataset and return its rows with explicit prompts.
-
-    Raises:
-        [`~trl_crome.data.CromeDataError`]: naming the row index and the field, for a missing column, a wrong type, an
-        empty answer or prompt, or a message whose content is not a string (it could not be rewritten).
-    """
-    missing = [column for column in ("chosen", "rejected") if column not in dataset.column_names]
-    if missing:
-        raise CromeDataError(
-            f"missing column (the dataset has {sorted(dataset.column_names)}; the augmenter needs text in 'chosen' "
-            "and 'rejected', with an optional 'prompt')",
-            dataset_name="input",
-            row=None,
-            field=missing[0],
-        )
-    validate_preference_dataset(dataset, dataset_name="input")
-    columns = [c for c in ("prompt", "chosen", "rejected") if c in dataset.column_names]
-    data = {column: dataset[column] for column in columns}
-    rows = []
-    for index in range(len(dataset)):
-        example = {column: data[column][index] for column in columns}
-        if "prompt" not in example:
-            from trl.data_utils import extract_prompt  # imported here: trl is slow to import and rarely needed
-
-            example = extract_prompt(example)
-        for field in ("prompt", "chosen", "rejected"):
-            value = example[field]
-            if is_messages(value) and not all(isinstance(m.get("content"), str) for m in value):
-                raise CromeDataError(
-                    "every message needs a string 'content' (multimodal content cannot be rewritten)",
-                    dataset_name="input",
-                    row=index,
-                    field=field,
-                )
-            if not (value.strip() if isinstance(value, str) else value):
-                what = "no prompt could be extracted from the common start of chosen and rejected"
-                message = what if field == "prompt" else "is empty"
-                raise CromeDataError(message, dataset_name="input", row=index, field=field)
-        rows.append(SourceRow(index, example["prompt"], example["chosen"], example["rejected"]))
-    return rows
 
 
 def pairs_to_dataset(pairs: list[CromePair], turn_features: Features) -> Dataset:

@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -38,6 +37,9 @@ class AugmentationSummary:
             Rows read from the input dataset (after `max_rows`).
         rows_done (`int`):
             Rows whose pairs are in the output: all of them, unless the run stopped early (see `stopped`).
+        rows_reused (`int`):
+            Rows of the output whose chunk an earlier run had finished: read back from disk, nothing recomputed (their
+            answers count as cache hits below).
         pairs (`dict[str, int]`):
             Output pairs per kind (`"original"`, `"causal"`, `"neutral"`).
         neutrals (`dict[str, int]`):
@@ -75,6 +77,8 @@ class AugmentationSummary:
             Per pipeline step (`"attributes"`, `"causal_elements"`, `"rewrites"`, `"verification"`, ...): `calls`,
             `cache_hits`, `input_tokens`, `output_tokens` and `cost_usd` of its oracle requests, and the tokens of its
             cache hits when they were paid (`cached_input_tokens`, `cached_output_tokens`).
+        templates (`dict[str, list[str]]`):
+            Per step, the prompt templates (name@version) of the output's answers.
         max_cost (`float`, *optional*):
             The run's cap, when it had one.
         stopped (`dict`, *optional*):
@@ -88,6 +92,7 @@ class AugmentationSummary:
     preset: str = ""
     input_rows: int = 0
     rows_done: int = 0
+    rows_reused: int = 0
     pairs: dict[str, int] = field(default_factory=dict)
     neutrals: dict[str, int] = field(default_factory=dict)
     rejects: dict[str, int] = field(default_factory=dict)
@@ -104,6 +109,7 @@ class AugmentationSummary:
     cost_usd: float = 0.0
     cached_cost_usd: float = 0.0
     steps: dict[str, dict] = field(default_factory=dict)
+    templates: dict[str, list[str]] = field(default_factory=dict)
     max_cost: float | None = None
     stopped: dict | None = None
     seconds: float = 0.0
@@ -126,6 +132,43 @@ class AugmentationSummary:
             for name, value in zip(STEP_FIELDS, values):
                 totals[name] += value
 
+    def add_reused(self, report: dict, rows: int) -> None:
+        """Add the answers of a chunk an earlier run finished (see [`~trl_crome.augment.chunks.ChunkReport`]) as cache
+        hits: what a rerun that asked them again from the cache would record, without asking."""
+        self.rows_reused += rows
+        for step, (requests, input_tokens, output_tokens, cost) in report["answers"].items():
+            totals = self.steps.setdefault(step, dict.fromkeys(STEP_FIELDS, 0))
+            totals["cache_hits"] += requests
+            totals["cached_input_tokens"] += input_tokens
+            totals["cached_output_tokens"] += output_tokens
+            self.cache_hits += requests
+            self.cached_cost_usd += cost
+
+    def add_counts(self, report: dict, rows: int) -> None:
+        """Add what a finished chunk of the output produced: pairs, rejects, verdicts, templates."""
+        self.rows_done += rows
+        for name, value in report["counts"].items():
+            setattr(self, name, _added(getattr(self, name), value))
+        for step, names in report["templates"].items():
+            self.templates[step] = sorted(set(self.templates.get(step, [])) | set(names))
+
+    def finish(self, kinds: Sequence[str], neutral_types: Sequence[str], verified: bool, filtered: Sequence[str]):
+        """Put the counts in their stable order: every kind, the neutral types made, reasons sorted; the
+        verification only when the run verified, `filtered_out` only when it filtered (per kind in `filtered`)."""
+        self.pairs = {kind: self.pairs.get(kind, 0) for kind in kinds}
+        self.neutrals = {kind: self.neutrals[kind] for kind in neutral_types if self.neutrals.get(kind)}
+        self.rejects, self.rubric_fallbacks = _sorted(self.rejects), _sorted(self.rubric_fallbacks)
+        self.element_failures = _sorted(self.element_failures)
+        verification = self.verification
+        self.verification = {}
+        if verified:
+            self.verification = {
+                "passed": verification.get("passed", 0),
+                "failed": {d: _sorted(n) for d, n in sorted(verification.get("failed", {}).items())},
+                "unverified": _sorted(verification.get("unverified", {})),
+            }
+        self.filtered_out = {kind: self.filtered_out.get(kind, 0) for kind in filtered}
+
     @property
     def spent_usd(self) -> float:
         """What the run's answers cost: paid by this run, plus what the cache hits cost when they were paid."""
@@ -145,6 +188,8 @@ class AugmentationSummary:
         rows = [("oracle", self.oracle), ("preset", self.preset), ("input rows", f"{self.input_rows:,}")]
         if self.stopped is not None:
             rows.append(("rows written (stopped early)", f"{self.rows_done:,}"))
+        if self.rows_reused:
+            rows.append(("rows reused (chunks of an earlier run)", f"{self.rows_reused:,}"))
         rows += [(f"pairs: {kind}", f"{count:,}") for kind, count in self.pairs.items()]
         rows.append(("pairs: total", f"{sum(self.pairs.values()):,}"))
         rows += [(f"neutral pairs: {kind}", f"{count:,}") for kind, count in self.neutrals.items()]
@@ -226,6 +271,16 @@ def ask_oracle(
         return pool.submit(asyncio.run, consume()).result()
 
 
-def counts(counter: Counter[str]) -> dict[str, int]:
-    """A counter as a plain dict with its keys sorted, for stable JSON."""
-    return {key: counter[key] for key in sorted(counter)}
+def _sorted(counts: dict) -> dict:
+    """A dict with its keys sorted, for stable JSON."""
+    return {key: counts[key] for key in sorted(counts)}
+
+
+def _added(total, value):
+    """`total + value` for numbers, and key by key for (nested) dicts of numbers."""
+    if isinstance(value, dict):
+        merged = dict(total)
+        for key, item in value.items():
+            merged[key] = _added(merged.get(key, {} if isinstance(item, dict) else 0), item)
+        return merged
+    return total + value

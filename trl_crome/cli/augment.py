@@ -4,7 +4,9 @@
 override single settings of the preset. `--dry-run` prints the calls, tokens and cost per step and pays for nothing;
 `--max-cost` caps a run (exit status 3 when it stopped there: the finished rows are written, rerun with a higher cap
 to go on). Rerunning the same command after a crash, `kill -9` or Ctrl-C resumes: every answered oracle call is cached
-in the run's state folder and is not paid for again. API keys are read from the environment only (`GEMINI_API_KEY` /
+in the run's state folder and is not paid for again, and every finished chunk of rows is kept there and not recomputed.
+The output is written with its summary and its dataset card; `--push-to-hub REPO` uploads both (exit status 4 when the
+upload fails: the output is saved, rerun to retry). API keys are read from the environment only (`GEMINI_API_KEY` /
 `GOOGLE_API_KEY`, `OPENAI_API_KEY`).
 """
 
@@ -18,8 +20,10 @@ from pathlib import Path
 
 JSON_SUFFIXES = (".jsonl", ".json")
 SUMMARY_NAME = "augmentation_summary.json"
+CARD_NAME = "README.md"  # the dataset card, in an output folder
 ESTIMATE_NAME = "augmentation_estimate.json"
 STOPPED_AT_MAX_COST = 3  # exit status of a run that stopped at --max-cost
+PUSH_FAILED = 4  # exit status of a run whose output is saved but could not be uploaded
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,7 +104,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     steps.add_argument("--baseline", help="Baseline reward model (path or Hub name) for the uncertainty filter.")
     steps.add_argument("--tau", type=float, default=0.2, help="Filter threshold (default 0.2).")
     steps.add_argument("--seed", type=int, default=42)
-    steps.add_argument("--chunk-size", type=int, help="Rows that go through all oracle steps together (256).")
+    steps.add_argument(
+        "--chunk-size", type=int,
+        help="Rows that go through all oracle steps together and are written as one chunk (256; with --batch, enough "
+        "to fill the jobs in flight).",
+    )  # fmt: skip
+    steps.add_argument(
+        "--chunks-in-flight", type=int, help="Chunks whose stages overlap, one stage apart (1; with --batch, 4)."
+    )
     steps.add_argument("--no-progress", action="store_true", help="Hide the progress bars.")
 
     cost = parser.add_argument_group("cost")
@@ -120,15 +131,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-cost", type=float,
         help="Stop when the run's answers cost this many USD (cached ones at what they cost); exit status 3.",
     )  # fmt: skip
+    hub = parser.add_argument_group("sharing")
+    hub.add_argument(
+        "--push-to-hub", metavar="REPO",
+        help="Upload the output to this Hub data set repository (user/name) with its dataset card, when the run "
+        "completes. The token comes from `huggingface-cli login` or HF_TOKEN.",
+    )  # fmt: skip
+    hub.add_argument("--hub-private", action="store_true", help="Create the Hub repository private.")
     parser.set_defaults(func=run)
 
 
-def output_paths(output: str) -> tuple[Path, Path, Path]:
-    """`(output, state folder, summary file)` for a folder or a JSON lines file."""
+def output_paths(output: str) -> tuple[Path, Path, Path, Path]:
+    """`(output, state folder, summary file, dataset card)` for a folder or a JSON lines file."""
     path = Path(output)
     if path.suffix in JSON_SUFFIXES:
-        return path, path.with_name(path.name + ".state"), path.with_name(f"{path.stem}.summary.json")
-    return path, path, path / SUMMARY_NAME
+        state, summary = path.with_name(path.name + ".state"), path.with_name(f"{path.stem}.summary.json")
+        return path, state, summary, path.with_name(f"{path.stem}.README.md")
+    return path, path, path / SUMMARY_NAME, path / CARD_NAME
 
 
 def estimate_path(output: str) -> Path:
@@ -176,13 +195,11 @@ def build_oracle(args: argparse.Namespace, state_dir: Path):
     return make_oracle(args.oracle, args.model, **kwargs)
 
 
-def save_output(dataset, path: Path) -> None:
-    """Write the dataset atomically: a killed run never leaves a half-written output behind."""
-    temp = path.with_name(f".{path.name}.tmp")
+def save_output(augmenter, dataset, path: Path) -> None:
+    """Write the output: JSON lines a chunk at a time and atomically (a killed run never leaves a half-written file),
+    or a `save_to_disk` folder."""
     if path.suffix in JSON_SUFFIXES:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        dataset.to_json(str(temp), lines=True, force_ascii=False)
-        os.replace(temp, path)
+        augmenter.to_json(path)
     else:
         dataset.save_to_disk(str(path))
 
@@ -205,6 +222,7 @@ def config_options(args: argparse.Namespace) -> dict:
         "max_length_ratio": args.max_length_ratio,
         "check_format": args.check_format,
         "chunk_size": args.chunk_size,
+        "chunks_in_flight": args.chunks_in_flight,
         "max_cost": args.max_cost,
     }
     return {name: value for name, value in options.items() if value is not None}
@@ -215,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import CromeDataError, load_preference_data
     from ..oracles import OracleFatalError
 
-    output, state_dir, summary_path = output_paths(args.output)
+    output, state_dir, summary_path, card_path = output_paths(args.output)
     try:
         config = CromeAugmenterConfig(
             identify_rubrics=not args.no_rubrics,
@@ -250,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"Dry run: nothing was sent to the oracle. Estimate saved to {path}.")
             return 0
         augmenter = CromeAugmenter(oracle, config, baseline=args.baseline)
-        dataset = augmenter(dataset)
+        dataset = augmenter(dataset, dataset_name=args.dataset)
     except (CromeDataError, OracleFatalError) as error:
         print(f"trl-crome augment: error: {error}", file=sys.stderr)
         return 2
@@ -261,17 +279,30 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    save_output(dataset, output)
+    save_output(augmenter, dataset, output)
     summary = augmenter.summary
     summary.save(summary_path)
+    augmenter.dataset_card().save(card_path)
     print(summary.to_table())
-    print(f"Saved {len(dataset):,} pairs to {output} and the summary to {summary_path}.")
+    print(f"Saved {len(dataset):,} pairs to {output}, the summary to {summary_path}, the dataset card to {card_path}.")
     if summary.stopped is not None:
         print(
             f"Stopped at --max-cost {config.max_cost:g} USD (spent {summary.stopped['spent_usd']:.4f}, cached answers "
             f"included) in step {summary.stopped['step']}: {summary.rows_done:,} of {summary.input_rows:,} rows "
-            "written. Rerun with a higher --max-cost to go on; answered calls are not paid again.",
+            "written. Rerun with a higher --max-cost to go on; answered calls are not paid again"
+            + (" (nothing was pushed to the Hub)." if args.push_to_hub else "."),
             file=sys.stderr,
         )
         return STOPPED_AT_MAX_COST
+    if args.push_to_hub:
+        try:
+            url = augmenter.push_to_hub(args.push_to_hub, private=args.hub_private or None)
+        except Exception as error:  # the Hub client's errors are many (HTTP, offline mode, auth): all end the same way
+            print(
+                f"trl-crome augment: error: the upload to {args.push_to_hub} failed ({type(error).__name__}: "
+                f"{error}). The output is saved in {output}: rerun the same command to retry (nothing is recomputed).",
+                file=sys.stderr,
+            )
+            return PUSH_FAILED
+        print(f"Pushed the data set and its card to {url}.")
     return 0

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SETTINGS = ("bt", "pairpm")
-# CromeAugmenterConfig fields the recipe sets itself (from the training arguments), so that they do not clash with
-# TrainingArguments' `output_dir` / `seed` on the command line.
-RECIPE_SET_AUGMENT_FIELDS = ("output_dir", "cache_dir", "seed", "max_rows")
+# CromeAugmenterConfig fields the recipe sets itself (from the training arguments) or leaves unset, so that they do not
+# clash with TrainingArguments' `output_dir`, `seed`, `push_to_hub` and `hub_private_repo` (the model's) on the command
+# line.
+RECIPE_SET_AUGMENT_FIELDS = ("output_dir", "cache_dir", "seed", "max_rows", "push_to_hub", "hub_private_repo")
 # The evaluations the recipe can run on the saved model (robustness transforms RewardBench's pairs).
 BENCHMARKS = ("rewardbench", "robustness", "rewardbench2", "rmbench")
 

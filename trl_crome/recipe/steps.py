@@ -97,7 +97,7 @@ class AugmentationStopped(RuntimeError):
 def augment_fingerprint(script_args, training_args, augment_args, num_rows: int) -> dict[str, Any]:
     """Everything that changes the augmented data: a rerun reuses the saved data only when all of it matches."""
     # Progress bars, chunks and the cost cap never change the data a finished augmentation writes.
-    ignored = ("show_progress", "chunk_size", "max_cost")
+    ignored = ("show_progress", "chunk_size", "chunks_in_flight", "max_cost")
     augmenter = {k: v for k, v in dataclasses.asdict(augment_args).items() if k not in ignored}
     return {
         "dataset_name": script_args.dataset_name,

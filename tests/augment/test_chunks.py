@@ -1,0 +1,186 @@
+"""Bounded memory and incremental output: chunks on disk, the output identical to one single-shot run byte for byte,
+finished chunks reused (and only those), and Python allocations that do not grow with the data set. The pipeline runs
+for real with a scripted oracle (no LLM can run in unit tests) behind the real `CachedOracle`; the real UltraFeedback
+rows are used where the shared data is present."""
+
+from __future__ import annotations
+
+import gc
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from datasets import Dataset, load_from_disk
+
+from tests.augment.scripted import ScriptedOracle
+from tests.augment.test_augmenter import CHOSEN, PROMPTS, REJECTED
+from trl_crome import CromeAugmenter, CromeAugmenterConfig
+
+ULTRAFEEDBACK = Path(__file__).resolve().parents[3] / "shared" / "data" / "ultrafeedback" / "train.jsonl"
+
+
+def _rows(count: int) -> list[dict]:
+    """`count` rows with distinct prompts: the first 20 real UltraFeedback rows when present (else the test rows),
+    again and again, each prompt made distinct."""
+    if ULTRAFEEDBACK.exists():
+        with open(ULTRAFEEDBACK, encoding="utf-8") as file:
+            real = [json.loads(line) for _, line in zip(range(20), file)]
+        base = [{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in real]
+    else:
+        base = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(PROMPTS, CHOSEN, REJECTED)]
+    return [{**row, "prompt": f"{row['prompt']} ({i})"} for i, row in enumerate(base * (count // len(base) + 1))][
+        :count
+    ]
+
+
+def _config(tmp_path, **overrides) -> CromeAugmenterConfig:
+    return CromeAugmenterConfig(output_dir=str(tmp_path), show_progress=False, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("preset", "conversational", "chunking"),
+    [("paper", False, (3, 1)), ("paper", True, (2, 4)), ("lite", False, (1, 4)), ("lite", True, (3, 2))],
+)
+def test_chunked_output_equals_the_single_shot_output_byte_for_byte(tmp_path, preset, conversational, chunking):
+    rows = _rows(7)
+    rows[5]["prompt"] = rows[1]["prompt"]  # a prompt in two chunks (lite asks its rubric once)
+    if conversational:
+        rows = [
+            {k: [{"role": "user" if k == "prompt" else "assistant", "content": v}] for k, v in r.items()} for r in rows
+        ]
+    data = Dataset.from_list(rows)
+    types = ["iqn", "aligned", "paraphrase"]
+
+    # The reference: every row in one chunk, the whole output written at once by `Dataset.to_json`.
+    single = CromeAugmenter(ScriptedOracle(), _config(tmp_path / "single", preset=preset, neutral_types=types))
+    expected = single(data)
+    expected.to_json(tmp_path / "single.jsonl", lines=True, force_ascii=False)
+    reference = (tmp_path / "single.jsonl").read_bytes()
+
+    size, in_flight = chunking
+    config = _config(tmp_path / "run", preset=preset, neutral_types=types, chunk_size=size, chunks_in_flight=in_flight)
+    chunked = CromeAugmenter(ScriptedOracle(), config)
+    output = chunked(data)
+    chunked.to_json(tmp_path / "chunked.jsonl")  # written chunk by chunk
+    assert (tmp_path / "chunked.jsonl").read_bytes() == reference
+    assert len(list((tmp_path / "run" / "chunks").glob("*.arrow"))) == -(-len(rows) // size)
+    assert output.to_list() == expected.to_list()
+    assert chunked.summary.pairs == single.summary.pairs and chunked.summary.rejects == single.summary.rejects
+    assert chunked.summary.calls == single.summary.calls  # a prompt's lite rubric is asked once across chunks
+
+
+def test_finished_chunks_are_reused_and_only_chunks_whose_rows_or_settings_changed_are_recomputed(tmp_path):
+    data = Dataset.from_list(_rows(6))
+    config = _config(tmp_path, chunk_size=2)
+    first = CromeAugmenter(ScriptedOracle(), config)
+    reference = first(data).to_list()
+
+    # The same run again: every chunk is read back, no request reaches even the cache.
+    oracle = ScriptedOracle()
+    again = CromeAugmenter(oracle, config)
+    assert again(data).to_list() == reference
+    assert oracle.requests == [] and again.summary.rows_reused == 6 and again.summary.calls == 0
+    # Its summary is what a rerun that asked everything from the cache would say.
+    assert again.summary.cache_hits == first.summary.calls == 6 * 26
+    assert again.summary.cached_cost_usd == pytest.approx(first.summary.cost_usd)
+    assert again.summary.pairs == first.summary.pairs and again.summary.templates == first.summary.templates
+
+    # One row changed: its chunk is recomputed (paying for that row's calls only), the two others are reused.
+    changed = Dataset.from_list(
+        [*_rows(6)[:3], {**_rows(6)[3], "chosen": "A different chosen answer."}, *_rows(6)[4:]]
+    )
+    oracle = ScriptedOracle()
+    partly = CromeAugmenter(oracle, config)
+    rows = partly(changed).to_list()
+    assert partly.summary.rows_reused == 4
+    assert {request.prompt.count("A different chosen answer.") > 0 for request in oracle.requests} == {True}
+    assert [r for r in rows if r["source_row"] not in (2, 3)] == [
+        r for r in reference if r["source_row"] not in (2, 3)
+    ]
+
+    # Another setting that changes the output: no chunk is reused, nothing is paid (the answers are cached).
+    oracle = ScriptedOracle()
+    other = CromeAugmenter(oracle, _config(tmp_path, chunk_size=2, seed=7))
+    other(data)
+    assert other.summary.rows_reused == 0 and oracle.requests == []
+    assert len(list((tmp_path / "chunks").glob("*.json"))) == 3  # the first settings' chunks were replaced
+
+
+def test_a_chunk_with_transient_failures_is_computed_again_by_the_next_run(tmp_path):
+    data = Dataset.from_list(_rows(4))
+    unlucky = _rows(4)[3]["prompt"]  # every call about the last row times out
+    config = _config(tmp_path / "run", chunk_size=2)
+    flaky = CromeAugmenter(ScriptedOracle(failures={unlucky: "timeout"}), config)
+    flaky(data)
+    assert flaky.summary.rubric_fallbacks == {"timeout": 1}
+
+    oracle = ScriptedOracle()
+    rerun = CromeAugmenter(oracle, config)
+    rows = rerun(data).to_list()
+    assert rerun.summary.rows_reused == 2  # the first chunk had no failure
+    assert oracle.requests and all(unlucky in request.prompt for request in oracle.requests)  # only what failed
+    assert rows == CromeAugmenter(ScriptedOracle(), _config(tmp_path / "clean", chunk_size=2))(data).to_list()
+
+
+def test_max_cost_keeps_finished_chunks_across_chunks_in_flight_and_a_rerun_completes_without_paying_twice(tmp_path):
+    data = Dataset.from_list(_rows(8))
+    reference_oracle = ScriptedOracle()
+    reference = CromeAugmenter(reference_oracle, _config(tmp_path / "ref", chunk_size=2))(data).to_list()
+    spent = CromeAugmenter(ScriptedOracle(), _config(tmp_path / "ref", chunk_size=2))
+    spent(data)
+    cap = spent.summary.cached_cost_usd * 0.6
+
+    oracle = ScriptedOracle()
+    config = _config(tmp_path / "run", chunk_size=2, chunks_in_flight=3, max_cost=cap)
+    capped = CromeAugmenter(oracle, config)
+    rows = capped(data).to_list()
+    done = capped.summary.rows_done
+    assert capped.summary.stopped["next_row"] == done and 0 < done < 8
+    assert rows == [r for r in reference if r["source_row"] < done]
+    saved = {json.loads(p.read_text())["start"] for p in (tmp_path / "run" / "chunks").glob("*.json")}
+    assert set(range(0, done, 2)) <= saved  # every finished chunk is on disk
+
+    again = ScriptedOracle()
+    rest = CromeAugmenter(again, _config(tmp_path / "run", chunk_size=2, chunks_in_flight=3, max_cost=cap * 10))
+    assert rest(data).to_list() == reference and rest.summary.stopped is None
+    assert rest.summary.rows_reused >= done
+    assert len(oracle.requests) + len(again.requests) == len(reference_oracle.requests)  # nothing paid twice
+
+
+class _Forget(list):
+    def append(self, item) -> None:
+        pass
+
+
+def _peak_python_bytes(tmp_path: Path, rows: int) -> tuple[int, int]:
+    """Peak Python allocations (tracemalloc) of a run on `rows` rows read from a memory-mapped Arrow folder, and of
+    writing its output as JSON lines."""
+    folder = tmp_path / f"data-{rows}"
+    Dataset.from_list(_rows(rows)).save_to_disk(str(folder))
+    data = load_from_disk(str(folder))
+    oracle = ScriptedOracle()
+    oracle.requests = _Forget()  # the test oracle's own record of every request would grow with the data
+    augmenter = CromeAugmenter(oracle, _config(tmp_path / f"run-{rows}", preset="lite", chunk_size=50))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        augmenter(data)
+        run = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        augmenter.to_json(tmp_path / f"out-{rows}.jsonl")
+        return run, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.slow
+def test_python_allocations_do_not_grow_with_the_data_set(tmp_path):
+    _peak_python_bytes(tmp_path, 50)  # one-time allocations (first imports, first JSON writing) out of the way
+    small, large = _peak_python_bytes(tmp_path, 100), _peak_python_bytes(tmp_path, 500)
+    row_text = sum(len(row["chosen"]) + len(row["rejected"]) + len(row["prompt"]) for row in _rows(20)) / 20
+    for phase, before, after in zip(("run", "output"), small, large):
+        # Holding the 400 extra rows (let alone their pairs: about 3x their text) would add 400 rows of text; what
+        # may grow is a few KB per chunk (the output data set's per-file metadata) and 24 bytes per prompt (the pool).
+        assert after - before < 400 * row_text / 4, (phase, small, large, row_text)
+        assert after < 1.25 * before, (phase, small, large)
