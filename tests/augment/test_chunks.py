@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from datasets import Dataset, load_from_disk
+from huggingface_hub import HfApi, RepoUrl
 
 from tests.augment.scripted import ScriptedOracle
 from tests.augment.test_augmenter import CHOSEN, PROMPTS, REJECTED
@@ -184,3 +187,154 @@ def test_python_allocations_do_not_grow_with_the_data_set(tmp_path):
         # may grow is a few KB per chunk (the output data set's per-file metadata) and 24 bytes per prompt (the pool).
         assert after - before < 400 * row_text / 4, (phase, small, large, row_text)
         assert after < 1.25 * before, (phase, small, large)
+
+
+def mock_hub(monkeypatch) -> dict:
+    """Replace the Hub's network calls (it cannot be reached from CI) by recorders: the repository creation and the
+    card upload (`HfApi`), and the data upload (`Dataset.push_to_hub`, itself a Hub client)."""
+    pushed: dict = {"create_repo": [], "upload_file": [], "dataset": []}
+
+    def create_repo(self, repo_id, **kwargs):
+        pushed["create_repo"].append({"repo_id": repo_id, "token": self.token, **kwargs})
+        return RepoUrl(f"https://huggingface.co/datasets/{repo_id}")
+
+    def upload_file(self, **kwargs):
+        pushed["upload_file"].append({"token": self.token, **kwargs})
+
+    def push_to_hub(self, repo_id, **kwargs):
+        pushed["dataset"].append({"repo_id": repo_id, "rows": self.to_list(), **kwargs})
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_file", upload_file)
+    monkeypatch.setattr(Dataset, "push_to_hub", push_to_hub)
+    return pushed
+
+
+def _card_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """The card's Markdown tables by section (`## title`), each a list of `{header: cell}`; tables of one section
+    follow each other in the list, their rows tagged with their table's first header under `"table"`."""
+    sections: dict[str, list[dict[str, str]]] = {}
+    section, header = None, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section, header = line[3:], None
+        elif line.startswith("|") and section is not None:
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if header is None:
+                header = cells
+            elif set(line) - set("|-"):
+                sections.setdefault(section, []).append({"table": header[0], **dict(zip(header, cells))})
+        else:
+            header = None
+    return sections
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", ""))
+
+
+def test_the_dataset_card_holds_the_numbers_of_the_run_summary(tmp_path):
+    rows = _rows(5)
+    failing, odd = rows[4]["prompt"], rows[2]["chosen"][:40]
+
+    def answer(prompt: str) -> dict | None:  # some verdicts fail, some are not verdicts at all
+        if '"verdict"' in prompt and "Attribute: relevance" in prompt:
+            verdict = "Fail" if "significantly worse" in prompt else "Perhaps"
+            return {"analysis": "Other things changed.", "verdict": verdict}
+        return None
+
+    config = _config(tmp_path, chunk_size=2, neutral_types=["iqn", "aligned", "paraphrase"], max_cost=100.0)
+    for run in ("first", "reused"):  # the second run reads every chunk back: its card says so
+        oracle = ScriptedOracle(failures={failing: "timeout"}, rewrites={odd: rows[2]["chosen"]}, answer=answer)
+        augmenter = CromeAugmenter(oracle, config)
+        output = augmenter(Dataset.from_list(rows), dataset_name="someone/preferences")
+        summary, card = augmenter.summary, augmenter.dataset_card()
+        tables = _card_tables(card.text)
+
+        assert card.data.source_datasets == ["someone/preferences"] and "trl-crome" in card.data.tags
+        assert "someone/preferences" in card.data.pretty_name
+        source = {row[""]: row["value"] for row in tables["Source data"]}
+        assert _number(source["rows read"]) == summary.input_rows and _number(source["rows augmented"]) == 5
+        oracle_table = {row[""]: row["value"] for row in tables["Oracle"]}
+        assert oracle_table == {"backend": "ScriptedOracle", "model": f"`{summary.oracle}`"}
+        settings = {row["setting"]: row["value"] for row in tables["Preset and settings"]}
+        assert settings["preset"] == f"`{summary.preset}`" == f"`{config.preset}`"
+        for name in ("seed", "attributes_per_example", "directions", "verify_rewrites", "max_cost", "chunk_size"):
+            value = getattr(config, name)
+            assert settings[name] == f"`{', '.join(value) if isinstance(value, list) else value}`", name
+        assert not {"output_dir", "cache_dir", "push_to_hub"} & set(settings)  # where the run kept its files: local
+
+        counts = {}
+        for row in tables["Counts"]:
+            counts.setdefault(row["table"], {})[row[row["table"]]] = _number(row[list(row)[2]])
+        assert counts["kind"] == {**summary.pairs, "total": sum(summary.pairs.values())}
+        assert counts["kind"] == {k: v for k, v in Counter(output["kind"]).items()} | {"total": len(output)}
+        assert counts["type"] == summary.neutrals and len(summary.neutrals) == 3
+        assert counts["reason"] == summary.rejects and len(summary.rejects) >= 2  # "timeout" and the unchanged rewrite
+        verification = summary.verification
+        assert counts["verdict"] == {
+            "pass": verification["passed"],
+            **{f"fail ({d}, {a})": n for d, failed in verification["failed"].items() for a, n in failed.items()},
+            **{f"unverified ({reason})": n for reason, n in verification["unverified"].items()},
+        }
+        assert verification["failed"] and verification["unverified"]
+        assert counts[""]["attribute fallbacks (timeout)"] == summary.rubric_fallbacks["timeout"]
+
+        costs = tables["Tokens and cost"]
+        steps = {row["step"]: row for row in costs if row["table"] == "step"}
+        assert set(steps) == set(summary.steps)
+        for step, totals in summary.steps.items():
+            assert _number(steps[step]["calls"]) == totals["calls"]
+            assert _number(steps[step]["cache hits"]) == totals["cache_hits"]
+            assert _number(steps[step]["input tokens"]) == totals["input_tokens"] + totals["cached_input_tokens"]
+            assert _number(steps[step]["output tokens"]) == totals["output_tokens"] + totals["cached_output_tokens"]
+        totals = {row[""]: _number(row["value"]) for row in costs if row["table"] == ""}
+        assert totals["calls (last run)"] == summary.calls and totals["cache hits"] == summary.cache_hits
+        assert totals["input tokens (last run)"] == summary.input_tokens
+        assert totals["output tokens (last run)"] == summary.output_tokens
+        assert totals["cost of the last run (USD)"] == pytest.approx(summary.cost_usd, abs=5e-5)
+        assert totals["cost of the cached answers when paid (USD)"] == pytest.approx(summary.cached_cost_usd, abs=5e-5)
+        assert totals["total cost of the answers (USD)"] == pytest.approx(summary.spent_usd, abs=5e-5)
+        assert summary.spent_usd > 0.001
+        # The rerun reads back the two chunks without a failure; the last one's timeouts are asked again.
+        assert summary.rows_reused == (4 if run == "reused" else 0) and (summary.cache_hits > 0) == (run == "reused")
+
+        templates = {row["step"]: row["templates"] for row in tables["Prompt templates"]}
+        assert templates == {step: ", ".join(f"`{t}`" for t in names) for step, names in summary.templates.items()}
+        columns = [name for row in tables["Columns"] for name in row["column"].split(", ")]
+        assert columns == output.column_names
+
+
+def test_push_to_hub_uploads_the_output_rows_and_the_card_with_the_token_of_the_login(tmp_path, monkeypatch, caplog):
+    """The Hub cannot be reached from CI: its network calls are replaced by recorders (`mock_hub`), which see what
+    would be uploaded."""
+    pushed = mock_hub(monkeypatch)
+    caplog.set_level(logging.DEBUG)
+    data = Dataset.from_list(_rows(3))
+    config = _config(tmp_path, chunk_size=2, push_to_hub="someone/crome", hub_private_repo=True)
+    augmenter = CromeAugmenter(ScriptedOracle(), config)
+    output = augmenter(data)  # pushed when the run completes
+    (data_push,) = pushed["dataset"]
+    assert data_push["repo_id"] == "someone/crome" and data_push["private"] is True
+    assert data_push["rows"] == output.to_list() and len(output) > 3
+    assert (
+        data_push["token"] is None and pushed["create_repo"][0]["token"] is None
+    )  # the login's token, read by the Hub client
+    (card_upload,) = pushed["upload_file"]
+    assert card_upload["path_or_fileobj"].decode() == str(augmenter.dataset_card())
+
+    # Again by hand, with a token: it goes to the Hub client only, never to a log.
+    token = "hf_FAKEtokenpassedbyhand0123456789"
+    url = augmenter.push_to_hub("someone/other", token=token)
+    assert url == "https://huggingface.co/datasets/someone/other"
+    assert pushed["dataset"][1]["token"] == token and pushed["create_repo"][1]["token"] == token
+    assert pushed["dataset"][1]["private"] is None  # the Hub's default
+    assert token not in caplog.text and token not in str(augmenter.dataset_card())
+
+    # Stopped at max_cost: partial, so not pushed.
+    capped = CromeAugmenter(
+        ScriptedOracle(), _config(tmp_path / "capped", chunk_size=2, push_to_hub="a/b", max_cost=0)
+    )
+    capped(data)
+    assert capped.summary.stopped is not None and len(pushed["dataset"]) == 2
+    assert "Not pushed to a/b" in caplog.text

@@ -419,6 +419,16 @@ class _Chunk:
     pairs: list[CromePair] = field(default_factory=list)
 
 
+@dataclass
+class _Output:
+    """The finished chunks of the last run, in order."""
+
+    store: ChunkStore
+    records: list[dict[str, Any]]
+    features: Features
+    source_name: str | None
+
+
 class _Sample:
     """The rows at `indices` of a source, read like a source (`estimate` on a sample)."""
 
@@ -994,16 +1004,6 @@ def _baseline_name(baseline: Baseline) -> str:
     if isinstance(baseline, tuple):
         return str(getattr(baseline[0].config, "_name_or_path", type(baseline[0]).__name__))
     return f"{getattr(baseline, '__module__', '')}.{getattr(baseline, '__qualname__', type(baseline).__qualname__)}"
-
-
-@dataclass
-class _Output:
-    """The finished chunks of the last run, in order."""
-
-    store: ChunkStore
-    records: list[dict[str, Any]]
-    features: Features
-    source_name: str | None
 
 
 __all__ = ["AugmentationSummary", "CromeAugmenter", "CromeAugmenterConfig", "calls_per_row"]

@@ -135,7 +135,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hub.add_argument(
         "--push-to-hub", metavar="REPO",
         help="Upload the output to this Hub data set repository (user/name) with its dataset card, when the run "
-        "completes. The token comes from `huggingface-cli login` or HF_TOKEN.",
+        "completes. The token comes from `hf auth login` or HF_TOKEN.",
     )  # fmt: skip
     hub.add_argument("--hub-private", action="store_true", help="Create the Hub repository private.")
     parser.set_defaults(func=run)
