@@ -5,6 +5,7 @@ rows are used where the shared data is present."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -13,12 +14,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, load_dataset, load_from_disk
 from huggingface_hub import HfApi, RepoUrl
 
 from tests.augment.scripted import ScriptedOracle
 from tests.augment.test_augmenter import CHOSEN, PROMPTS, REJECTED
 from trl_crome import CromeAugmenter, CromeAugmenterConfig
+from trl_crome.augment.card import dataset_card
 
 ULTRAFEEDBACK = Path(__file__).resolve().parents[3] / "shared" / "data" / "ultrafeedback" / "train.jsonl"
 
@@ -303,6 +305,26 @@ def test_the_dataset_card_holds_the_numbers_of_the_run_summary(tmp_path):
         assert templates == {step: ", ".join(f"`{t}`" for t in names) for step, names in summary.templates.items()}
         columns = [name for row in tables["Columns"] for name in row["column"].split(", ")]
         assert columns == output.column_names
+
+
+def test_the_card_shows_no_local_path_and_names_no_source_it_was_not_given(tmp_path):
+    path = tmp_path / "private" / "prefs.jsonl"
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps(row) + "\n" for row in _rows(2)))
+    data = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf"))
+    augmenter = CromeAugmenter(ScriptedOracle(), _config(tmp_path / "run", preset="lite"))
+    augmenter(data)
+    card = augmenter.dataset_card()  # `data.info` only knows the "json" builder: not a source to name
+    assert card.data.source_datasets is None and "a preference data set" in card.text and "`json`" not in card.text
+
+    augmenter(data, dataset_name=str(path))
+    tokenizer = tmp_path / "private" / "my-tokenizer"
+    tokenizer.mkdir()
+    config = dataclasses.replace(augmenter.config, length_tokenizer=str(tokenizer))
+    card = dataset_card(augmenter.summary, config, str(path), "ScriptedOracle")
+    settings = {row["setting"]: row["value"] for row in _card_tables(card.text)["Preset and settings"]}
+    assert settings["length_tokenizer"] == "`my-tokenizer`" and "`prefs.jsonl` (a local file)" in card.text
+    assert "private" not in card.text and card.data.source_datasets is None
 
 
 def test_push_to_hub_uploads_the_output_rows_and_the_card_with_the_token_of_the_login(tmp_path, monkeypatch, caplog):

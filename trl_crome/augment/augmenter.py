@@ -553,8 +553,9 @@ class CromeAugmenter:
         row, the original pair, its causal pairs, then its neutral pairs. When `max_cost` stops the run, only the
         finished chunks' rows are returned and `summary.stopped` says where it stopped.
 
-        The returned data set is memory-mapped from the chunks' files in the run's state folder. `dataset_name`
-        (default: the data set's own name, when it has one) names the source in the dataset card.
+        The returned data set is memory-mapped from the chunks' files in the run's state folder. `dataset_name` (a Hub
+        name such as `"trl-lib/ultrafeedback_binarized"`, or a local file) names the source in the dataset card; it is
+        not guessed from `dataset.info`, which holds only a builder name (`"json"`) or a Hub name without its owner.
         """
         config, started = self.config, time.perf_counter()
         summary = self.summary = AugmentationSummary(
@@ -581,7 +582,7 @@ class CromeAugmenter:
         )
         summary.seconds = time.perf_counter() - started
         logger.info("Crome augmentation done:\n%s", summary.to_table())
-        self._output = _Output(store, records, source.features, dataset_name or dataset.info.dataset_name)
+        self._output = _Output(store, records, source.features, dataset_name)
         output = store.dataset(records, source.features)
         if config.push_to_hub is not None:
             if summary.stopped is None:

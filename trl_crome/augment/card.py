@@ -216,6 +216,8 @@ def _settings(config: CromeAugmenterConfig) -> list[tuple[str, str]]:
             value = ", ".join(value)
         elif isinstance(value, list):
             value = ", ".join(map(str, value))
+        elif isinstance(value, str) and Path(value).exists():  # a local tokenizer: its name, not where it lives
+            value = Path(value).name
         rows.append((name, f"`{value}`" if value is not None else "-"))
     return rows
 
