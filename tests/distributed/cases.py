@@ -22,6 +22,7 @@ import torch
 from tests.helpers import smollm2_tokenizer, tiny_reward_model
 from tests.trainer.common import mixed_pairs, tiny_args
 from tests.trainer.test_pairpm import pairpm_args, synthetic_pairs, tiny_causal_lm
+from tests.trainer.test_prefix_sharing import grouped_pairs
 
 GLOBAL_BATCH = 8
 STEPS = 3
@@ -68,14 +69,15 @@ def run_settings(context: Context) -> dict:
     )
 
 
-def reward_trainer(context: Context, peft_config=None, **overrides):
+def reward_trainer(context: Context, peft_config=None, train_dataset=None, eval_dataset=None, **overrides):
     from trl_crome import CromeRewardTrainer
 
     return CromeRewardTrainer(
         str(context.models / "tiny-rm"),
         args=tiny_args(context.output_dir, **run_settings(context), **overrides),
-        train_dataset=mixed_pairs(32),
-        eval_dataset=mixed_pairs(18),  # not a multiple of the global batch: checks the de-duplicated gathering
+        train_dataset=mixed_pairs(32) if train_dataset is None else train_dataset,
+        # 18 pairs, not a multiple of the global batch: checks the de-duplicated gathering
+        eval_dataset=mixed_pairs(18) if eval_dataset is None else eval_dataset,
         processing_class=context.tokenizer,
         peft_config=peft_config,
     )
@@ -97,6 +99,28 @@ def bt_lora(context: Context):
 
     lora = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
     return reward_trainer(context, peft_config=lora, learning_rate=1e-2)
+
+
+def prompt_grouped_trainer(context: Context, **overrides):
+    """Crome-like prompt groups (one pair or several per prompt, repeated answers, ties, margins) in batches grouped
+    by prompt: the same order for every world size, whichever path computes the rewards."""
+    return reward_trainer(
+        context,
+        train_dataset=grouped_pairs(10),
+        eval_dataset=grouped_pairs(4, seed=2),
+        group_by_prompt=True,
+        **overrides,
+    )
+
+
+@case
+def bt_grouped_padded(context: Context):
+    return prompt_grouped_trainer(context)
+
+
+@case
+def bt_prefix_sharing(context: Context):
+    return prompt_grouped_trainer(context, prefix_sharing=True)
 
 
 @case
