@@ -16,6 +16,11 @@ with random weights built from the real models' shapes (nothing is downloaded), 
    `recipes/accelerate_configs/deepspeed_zero3.yaml` (one process), then the 16-bit save reloaded with
    `from_pretrained`: its rewards must equal
    those of the model in the DeepSpeed engine.
+5. **Prefix sharing** on Crome-shaped groups (3.5 pairs per prompt on average, the original answers repeated in the
+   causal pairs) and the Qwen2.5-7B shape, with sdpa and with flex attention: rewards and every gradient equal to the
+   padded path's on a 2-layer model in fp32 (on the GPU this runs flex attention's backward, which CPU cannot), then
+   pairs/s, computed/real tokens and peak memory of padding-free and prefix-sharing training in bf16 (goal: at
+   least 1.3x padding-free's pairs/s with no more memory). `--tiny` runs eager attention in flex's place.
 
     python benchmarks/gpu_check.py                # a CUDA machine (PYTHONPATH=. when trl_crome is not installed)
     python benchmarks/gpu_check.py --tiny         # the same code with tiny shapes on CPU: what CI runs
@@ -53,13 +58,14 @@ from gpu_throughput import (  # noqa: E402
     measure_model,
     pick_attention,
     placeholder_tokenizer,
+    synthetic_crome_groups,
     synthetic_pairs,
     trainer_settings,
 )
 from recipe_memory import RECIPES, build_config, measure, memory_plan  # noqa: E402
 
 SHAPES = ("qwen2.5-7b", "gemma-2-2b")
-PADDED_MIN_SPEEDUP, PADDING_FREE_GOAL = 0.97, 1.5
+PADDED_MIN_SPEEDUP, PADDING_FREE_GOAL, PREFIX_SHARING_GOAL = 0.97, 1.5, 1.3
 MEMORY_MARGIN = 1.10
 
 
@@ -326,6 +332,96 @@ def check_zero3(tiny: bool) -> list[Row]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# 5. Prefix sharing: the padded path's rewards and gradients; pairs/s and memory against padding-free
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def trainer_gradients(trainer, pairs: list[dict]) -> dict[str, torch.Tensor]:
+    """The gradients of the loss `compute_loss` computes for `pairs` through the trainer's own collator."""
+    model = trainer.model
+    model.zero_grad(set_to_none=True)
+    batch = trainer._prepare_inputs(trainer.data_collator(pairs))
+    trainer.compute_loss(model, batch).backward()
+    gradients = {name: p.grad.float().cpu() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return gradients
+
+
+def prefix_sharing_attentions(tiny: bool) -> tuple[str, str]:
+    """sdpa (a boolean mask) and flex attention (a `BlockMask`); flex has no backward on CPU, so `--tiny` runs the
+    mask's other CPU form, eager (an additive float mask), in its place."""
+    return ("sdpa", "eager") if tiny else ("sdpa", "flex_attention")
+
+
+def check_prefix_sharing(tiny: bool) -> list[Row]:
+    """Crome-shaped groups (`synthetic_crome_groups`: 3.5 pairs per prompt on average, the original answers repeated
+    in the causal pairs) on the Qwen2.5-7B shape. Per attention: rewards and every gradient of prefix sharing against
+    the padded path on a 2-layer model in fp32 (exactness, and on the GPU flex attention's backward), then the timed
+    training steps of padding-free and prefix sharing on the full shape in bf16 (activation checkpointing)."""
+    shape, rows = "qwen2.5-7b", []
+    batch_size, max_length, steps = (8, 64, 2) if tiny else (8, 1024, 6)
+    for attn in prefix_sharing_attentions(tiny):
+        rows.append(prefix_sharing_exactness(shape, attn, batch_size, max_length, tiny))
+        started = time.perf_counter()
+        trainers = ("crome_padding_free", "crome_prefix_sharing")
+        info, results = measure_model(
+            shape, batch_size, max_length, steps, attn, tiny, trainers=trainers, make_pairs=synthetic_crome_groups
+        )
+        unshared, shared = results["crome_padding_free"], results["crome_prefix_sharing"]
+        speedup = shared["speedup"]  # pairs/s over padding-free: the same batches
+        computed = [result["computed_tok_s"] / result["real_tok_s"] for result in (shared, unshared)]
+        met = speedup >= PREFIX_SHARING_GOAL and shared["peak_gb"] <= unshared["peak_gb"]
+        rows.append(
+            Row(
+                "prefix sharing vs padding-free",
+                f"{shape}, {info['attn']}, {'bf16' if on_gpu(tiny) else 'fp32'}, {batch_size} Crome-shaped pairs x "
+                f"{steps} steps",
+                f"{shared['pairs_s']:.2f} vs {unshared['pairs_s']:.2f} pairs/s ({speedup:.2f}x); computed/real tokens "
+                f"{computed[0]:.2f} vs {computed[1]:.2f}; peak {shared['peak_gb']:.1f} vs {unshared['peak_gb']:.1f} "
+                "GiB",
+                f"goal >= {PREFIX_SHARING_GOAL:.1f}x, peak <= padding-free's",
+                met if on_gpu(tiny) else None,
+                time.perf_counter() - started,
+            )
+        )
+        free_memory()
+    return rows
+
+
+def prefix_sharing_exactness(shape: str, attn: str, batch_size: int, max_length: int, tiny: bool) -> Row:
+    """Rewards and every gradient of one Crome-shaped batch, prefix sharing against the padded path, 2 layers, fp32."""
+    started = time.perf_counter()
+    model = build_model(shape, attn, tiny, num_hidden_layers=2).float()
+    pairs = synthetic_crome_groups(batch_size, max_length, model.config.vocab_size, seed=1)
+    settings = trainer_settings(len(pairs), max_length, attn) | {"bf16": False}
+    rewards, gradients = {}, {}
+    for name in ("crome_padded", "crome_prefix_sharing"):
+        trainer = make_trainer(name, model, pairs, settings)
+        rewards[name] = trainer_rewards(trainer, pairs)
+        gradients[name] = trainer_gradients(trainer, pairs)
+    del model, trainer
+    free_memory()
+    reward_diff = (rewards["crome_padded"] - rewards["crome_prefix_sharing"]).abs().max().item()
+    reward_scale = rewards["crome_padded"].abs().max().item()
+    padded, shared = gradients["crome_padded"], gradients["crome_prefix_sharing"]
+    assert padded.keys() == shared.keys(), "the two paths train different parameters"
+    grad_diff = max((padded[name] - shared[name]).abs().max().item() for name in padded)
+    grad_scale = max(gradient.abs().max().item() for gradient in padded.values())
+    # fp32: CPU kernels agree to ~1e-6; GPU kernels (flex's Triton one included) reduce in other orders.
+    relative = 1e-4 if not on_gpu(tiny) else 1e-3
+    prompts = len({pair["prompt_hash"] for pair in pairs})
+    return Row(
+        "prefix sharing = padded",
+        f"{shape}, 2 layers, {attn}, fp32, {len(pairs)} pairs over {prompts} prompts",
+        f"rewards max |diff| {reward_diff:.1e} (|r| <= {reward_scale:.2f}); gradients max |diff| {grad_diff:.1e} "
+        f"(|g| <= {grad_scale:.1e})",
+        f"<= {relative:.0e} x scale",
+        reward_diff <= relative * max(1.0, reward_scale) and grad_diff <= relative * grad_scale,
+        time.perf_counter() - started,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -335,9 +431,7 @@ CHECKS: list[Callable[[bool], list[Row]]] = [
     check_padding_free,
     check_throughput,
     check_recipe_memory,
-    # Prefix sharing (issue 15) adds its function here: rows of tokens/s and peak memory with and without shared
-    # prompts on the Qwen2.5-7B shape (ratios against the unshared run of the same batches) and the equality of
-    # their rewards, built with `measure_model` / `trainer_rewards` above.
+    check_prefix_sharing,
 ]
 
 

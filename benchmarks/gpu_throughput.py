@@ -25,10 +25,12 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import torch
+from crome_shape import crome_group  # beside this script
 from datasets import Dataset
-from model_shapes import MODEL_SHAPES  # beside this script
+from model_shapes import MODEL_SHAPES
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
@@ -62,21 +64,63 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def synthetic_pairs(num_pairs: int, max_length: int, vocab_size: int, seed: int = 0) -> list[dict]:
-    """Pre-tokenized pairs (prompt + answer + EOS) with UltraFeedback-like lengths, both sequences <= max_length."""
-    rng = random.Random(seed)
-    pairs = []
-    while len(pairs) < num_pairs:
+def _synthetic_pair(rng: random.Random, max_length: int, vocab_size: int) -> tuple[list[int], list[int], list[int]]:
+    """Prompt, chosen and rejected token ids with UltraFeedback-like lengths; prompt + answer + EOS <= max_length."""
+    while True:
         prompt = round(math.exp(rng.gauss(PROMPT_LOG_MEAN, PROMPT_LOG_STD)))
         z_chosen, z_other = rng.gauss(0, 1), rng.gauss(0, 1)
         z_rejected = ANSWER_CORRELATION * z_chosen + math.sqrt(1 - ANSWER_CORRELATION**2) * z_other
         answers = [max(1, round(math.exp(ANSWER_LOG_MEAN + ANSWER_LOG_STD * z))) for z in (z_chosen, z_rejected)]
-        if max(1, prompt) + max(answers) + 1 > max_length:
-            continue  # TRL filters out pairs longer than max_length
-        prompt_ids = [rng.randrange(FIRST_TOKEN_ID, vocab_size) for _ in range(max(1, prompt))]
-        chosen, rejected = ([rng.randrange(FIRST_TOKEN_ID, vocab_size) for _ in range(n)] for n in answers)
-        pairs.append({"chosen_ids": prompt_ids + chosen + [EOS_ID], "rejected_ids": prompt_ids + rejected + [EOS_ID]})
+        if max(1, prompt) + max(answers) + 1 <= max_length:  # TRL filters out pairs longer than max_length
+            break
+    prompt_ids = _random_ids(rng, max(1, prompt), vocab_size)
+    return prompt_ids, _random_ids(rng, answers[0], vocab_size), _random_ids(rng, answers[1], vocab_size)
+
+
+def _random_ids(rng: random.Random, count: int, vocab_size: int) -> list[int]:
+    return [rng.randrange(FIRST_TOKEN_ID, vocab_size) for _ in range(count)]
+
+
+def synthetic_pairs(num_pairs: int, max_length: int, vocab_size: int, seed: int = 0) -> list[dict]:
+    """Pre-tokenized pairs (prompt + answer + EOS) with UltraFeedback-like lengths, both sequences <= max_length."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(num_pairs):
+        prompt, chosen, rejected = _synthetic_pair(rng, max_length, vocab_size)
+        pairs.append({"chosen_ids": prompt + chosen + [EOS_ID], "rejected_ids": prompt + rejected + [EOS_ID]})
     return pairs
+
+
+def synthetic_crome_groups(num_pairs: int, max_length: int, vocab_size: int, seed: int = 0) -> list[dict]:
+    """Pre-tokenized Crome-shaped groups (`crome_shape.py`: 3.5 pairs per prompt on average) over prompts and
+    answers of `synthetic_pairs`' lengths, one prompt's pairs after the other (the order of `group_by_prompt=True`),
+    with the `prompt_length`, `prompt_hash` and `tie` columns the trainer derives from text data. Pairs that a rewrite
+    made longer than `max_length` are left out, as TRL filters them."""
+    rng = random.Random(seed)
+
+    def donor() -> list[int]:
+        return _random_ids(rng, 256, vocab_size)
+
+    def other_pair() -> tuple[list[int], list[int]]:
+        return _synthetic_pair(rng, max_length, vocab_size)[1:]
+
+    pairs, group = [], 0
+    while len(pairs) < num_pairs:
+        prompt, chosen, rejected = _synthetic_pair(rng, max_length, vocab_size)
+        for answer_a, answer_b, kind in crome_group(chosen, rejected, donor, other_pair, rng):
+            chosen_ids, rejected_ids = prompt + answer_a + [EOS_ID], prompt + answer_b + [EOS_ID]
+            if max(len(chosen_ids), len(rejected_ids)) <= max_length:
+                pairs.append(
+                    {
+                        "chosen_ids": chosen_ids,
+                        "rejected_ids": rejected_ids,
+                        "tie": kind == "neutral",
+                        "prompt_length": len(prompt),
+                        "prompt_hash": group,
+                    }
+                )
+        group += 1
+    return pairs[:num_pairs]
 
 
 def placeholder_tokenizer() -> PreTrainedTokenizerFast:
@@ -149,13 +193,16 @@ TRAINERS = ("trl", "crome_padded", "crome_padding_free")
 
 
 def make_trainer(name: str, model, pairs: list[dict], settings: dict):
-    """Stock TRL `RewardTrainer`, or `CromeRewardTrainer` padded / padding-free, on pre-tokenized `pairs`."""
+    """Stock TRL `RewardTrainer`, or `CromeRewardTrainer` padded / padding-free / with prefix sharing
+    (`"crome_prefix_sharing"`, which reads the pairs' `prompt_length`), on pre-tokenized `pairs`."""
     tokenizer = placeholder_tokenizer()
     if name == "trl":
         return RewardTrainer(
             model, args=RewardConfig(**settings), train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
         )
-    config = CromeRewardConfig(**settings, padding_free=name == "crome_padding_free")
+    config = CromeRewardConfig(
+        **settings, padding_free=name == "crome_padding_free", prefix_sharing=name == "crome_prefix_sharing"
+    )
     return CromeRewardTrainer(model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)
 
 
@@ -175,19 +222,27 @@ def trainer_settings(batch_size: int, max_length: int, attn: str) -> dict:
 
 
 def measure_model(
-    model_name: str, batch_size: int, max_length: int, steps: int, attn: str = "auto", tiny: bool = False
+    model_name: str,
+    batch_size: int,
+    max_length: int,
+    steps: int,
+    attn: str = "auto",
+    tiny: bool = False,
+    trainers: tuple[str, ...] = TRAINERS,
+    make_pairs: Callable[[int, int, int], list[dict]] = synthetic_pairs,
 ) -> tuple[dict, dict[str, dict[str, float]]]:
-    """`(info, results)`: the same `steps` batches timed with each of `TRAINERS`; `results[trainer]` holds
-    `real_tok_s`, `computed_tok_s`, `padding`, `peak_gb`, `mfu` and `speedup` (pairs/s over stock TRL)."""
+    """`(info, results)`: the same `steps` batches of `make_pairs(pairs, max_length, vocab_size)` timed with each of
+    `trainers` (see `make_trainer`); `results[trainer]` holds `pairs_s`, `real_tok_s`, `computed_tok_s`, `padding`,
+    `peak_gb`, `mfu` and `speedup` (pairs/s over the first trainer, stock TRL by default)."""
     attn = pick_attention(model_name, attn, tiny)
     model = build_model(model_name, attn, tiny)
     non_embedding = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
-    pairs = synthetic_pairs(batch_size * steps, max_length, model.config.vocab_size)
+    pairs = make_pairs(batch_size * steps, max_length, model.config.vocab_size)
     batches = [pairs[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
     settings = trainer_settings(batch_size, max_length, attn)
     info = {"model": model_name, "attn": attn, "non_embedding": non_embedding, "device": str(model.device)}
     timings = {}
-    for name in TRAINERS:
+    for name in trainers:
         trainer = make_trainer(name, model, pairs, settings)
         timings[name] = timed_steps(trainer, batches)
         trainer.optimizer = None  # free the optimizer states before the next trainer
@@ -203,12 +258,13 @@ def measure_model(
     for name, timing in timings.items():
         real_per_s = timing["real_tokens"] / timing["seconds"]
         results[name] = {
+            "pairs_s": timing["pairs"] / timing["seconds"],
             "real_tok_s": real_per_s,
             "computed_tok_s": timing["computed_tokens"] / timing["seconds"],
             "padding": 1 - timing["real_tokens"] / timing["computed_tokens"],
             "peak_gb": timing["peak_gb"],
             "mfu": 6 * non_embedding * real_per_s / H100_BF16_DENSE_FLOPS,
-            "speedup": timings["trl"]["seconds"] / timing["seconds"],  # same pairs: the ratio of pairs/s
+            "speedup": timings[trainers[0]]["seconds"] / timing["seconds"],  # same pairs: the ratio of pairs/s
         }
     return info, results
 

@@ -39,6 +39,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from crome_shape import KEEP, crome_group  # beside this script
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ultrafeedback" / "train.jsonl"
 TRAINERS = ("trl", "crome_padded", "crome_padding_free", "crome_prefix_sharing", "crome_prefix_no_dedup")
 # trainer -> (what, sign, goal, baseline)
@@ -47,8 +49,6 @@ GOALS = {
     "crome_padding_free": ("pairs/s", ">=", 1.5, "trl"),
     "crome_prefix_sharing": ("pairs/s", ">=", 1.3, "crome_padding_free"),
 }
-NUM_ATTRIBUTES = 5  # attributes per pair in the paper's pipeline, each giving a degrade and an upgrade rewrite
-KEEP = 2.5 / 11  # share of the 10 causal + 1 neutral raw pairs kept, for a final set 3.5x the original
 
 
 def parse_args() -> argparse.Namespace:
@@ -65,33 +65,26 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _rewrite(answer: str, donor: str, rng: random.Random) -> str:
-    """A stand-in for an isolated counterfactual rewrite: a 10-30% span of words replaced by other real words."""
-    words, donor_words = answer.split(" "), donor.split(" ")
-    span = max(1, round(len(words) * rng.uniform(0.1, 0.3)))
-    start = rng.randrange(len(words) - span + 1)
-    count = max(1, round(span * rng.uniform(0.5, 1.5)))
-    offset = rng.randrange(max(1, len(donor_words) - count + 1))
-    return " ".join(words[:start] + donor_words[offset : offset + count] + words[start + span :])
-
-
 def crome_pairs(rows: list[dict], groups: str, rng: random.Random) -> list[list[dict]]:
     """Per row, the pairs under its prompt (see the module docstring), as `prompt` / `chosen` / `rejected` texts."""
-    keep = {"crome": KEEP, "raw": 1.0, "pairs": 0.0}[groups]
+
+    def donor() -> list[str]:  # the words of another row's chosen answer
+        return rows[rng.randrange(len(rows))]["chosen"].split(" ")
+
     result = []
     for index, row in enumerate(rows):
-        prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
-        pairs = [(chosen, rejected, "original")]
-        for _ in range(NUM_ATTRIBUTES):
-            if rng.random() < keep:  # degrade the chosen answer
-                pairs.append((chosen, _rewrite(chosen, rows[rng.randrange(len(rows))]["chosen"], rng), "causal"))
-            if rng.random() < keep:  # upgrade the rejected answer
-                pairs.append((_rewrite(rejected, rows[rng.randrange(len(rows))]["chosen"], rng), rejected, "causal"))
-        if rng.random() < keep:  # an Irrelevant Query Neutral: another row's answers under this prompt
+
+        def other_pair(index: int = index) -> tuple[list[str], list[str]]:  # any other row's answers
             other = rows[(index + 1 + rng.randrange(len(rows) - 1)) % len(rows)]
-            pairs.append((other["chosen"], other["rejected"], "neutral"))
+            return other["chosen"].split(" "), other["rejected"].split(" ")
+
+        words = row["chosen"].split(" "), row["rejected"].split(" ")
+        pairs = crome_group(*words, donor, other_pair, rng, KEEP[groups])
         result.append(
-            [dict(prompt=prompt, chosen=a, rejected=b, tie=kind == "neutral", kind=kind) for a, b, kind in pairs]
+            [
+                dict(prompt=row["prompt"], chosen=" ".join(a), rejected=" ".join(b), tie=kind == "neutral", kind=kind)
+                for a, b, kind in pairs
+            ]
         )
     return result
 

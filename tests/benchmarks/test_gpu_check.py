@@ -1,6 +1,7 @@
 """`benchmarks/gpu_check.py --tiny` in CI: the GPU check's own code (padded vs padding-free rewards, the three
-trainers' throughput, the recipe memory steps, the ZeRO-3 run under `accelerate launch` and the reload of its save)
-runs on CPU with tiny shapes and passes, so that a GPU session only has to run it."""
+trainers' throughput, the recipe memory steps, the ZeRO-3 run under `accelerate launch` and the reload of its save,
+prefix sharing's exactness and its speed against padding-free) runs on CPU with tiny shapes and passes, so that a GPU
+session only has to run it."""
 
 from __future__ import annotations
 
@@ -53,3 +54,12 @@ def test_gpu_check_tiny_passes_on_cpu(tmp_path):
     [reload] = by_check["ZeRO-3 16-bit save reloads"]
     assert reload["ok"] is True and reload["measured"] == "max |reward diff| 0.00e+00"
     assert "| ZeRO-3 16-bit save reloads" in process.stdout  # the one printed table
+
+    exact = by_check["prefix sharing = padded"]  # eager stands in for flex attention on CPU
+    assert [row["setting"].split(", ")[2] for row in exact] == ["sdpa", "eager"]
+    assert all(row["ok"] is True for row in exact)  # rewards and every gradient, fp32
+    speed = by_check["prefix sharing vs padding-free"]
+    assert len(speed) == 2 and all(row["ok"] is None for row in speed)  # speed is read, not judged, on CPU
+    for row in speed:  # the same batches: sharing computes fewer positions than there are real tokens
+        shared, unshared = map(float, row["measured"].split("computed/real tokens ")[1].split(";")[0].split(" vs "))
+        assert shared < 1.0 <= unshared, row["measured"]
