@@ -1,4 +1,4 @@
-"""The prepared GPU check of trl-crome: everything GPU-specific, measured in one run of under 8 minutes on one GPU,
+"""The prepared GPU check of trl-crome: everything GPU-specific, measured in one run of about 10 minutes on one GPU,
 with random weights built from the real models' shapes (nothing is downloaded), printed as one table.
 
 1. **Padded vs padding-free rewards** with the GPU attention kernels (flash attention 2 when `flash_attn` is
