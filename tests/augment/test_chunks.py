@@ -112,6 +112,23 @@ def test_finished_chunks_are_reused_and_only_chunks_whose_rows_or_settings_chang
     assert len(list((tmp_path / "chunks").glob("*.json"))) == 3  # the first settings' chunks were replaced
 
 
+def test_files_of_unfinished_chunks_are_deleted_and_finished_ones_kept(tmp_path):
+    data = Dataset.from_list(_rows(4))
+    config = _config(tmp_path, preset="lite", chunk_size=2)
+    reference = CromeAugmenter(ScriptedOracle(), config)(data).to_list()
+    chunks = tmp_path / "chunks"
+    finished = sorted(path.name for path in chunks.iterdir())
+    assert len(finished) == 4  # two chunks: pairs and record each
+    # What a kill leaves: a half-written file, and pairs renamed into place without their record (another chunking).
+    (chunks / ".000000000000-000000000003.arrow.tmp").write_bytes(b"half")
+    (chunks / "000000000000-000000000003.arrow").write_bytes((chunks / finished[0]).read_bytes())
+
+    oracle = ScriptedOracle()
+    again = CromeAugmenter(oracle, config)
+    assert again(data).to_list() == reference and again.summary.rows_reused == 4 and oracle.requests == []
+    assert sorted(path.name for path in chunks.iterdir()) == finished
+
+
 def test_a_chunk_with_transient_failures_is_computed_again_by_the_next_run(tmp_path):
     data = Dataset.from_list(_rows(4))
     unlucky = _rows(4)[3]["prompt"]  # every call about the last row times out

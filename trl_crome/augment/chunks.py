@@ -108,6 +108,10 @@ class ChunkStore:
             else:
                 path.unlink(missing_ok=True)
                 path.with_suffix(".arrow").unlink(missing_ok=True)
+        finished = {self.path(record) for record in self.records.values()}
+        for path in self.folder.glob("*.arrow"):
+            if path not in finished:  # written by a run killed before the chunk's record: never read, so not kept
+                path.unlink(missing_ok=True)
 
     def path(self, record: dict[str, Any]) -> Path:
         """The Arrow file of a record's pairs."""
