@@ -112,6 +112,21 @@ def test_finished_chunks_are_reused_and_only_chunks_whose_rows_or_settings_chang
     assert len(list((tmp_path / "chunks").glob("*.json"))) == 3  # the first settings' chunks were replaced
 
 
+def test_without_output_dir_the_chunks_live_in_the_oracle_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRL_CROME_CACHE", str(tmp_path / "home"))
+    data = Dataset.from_list(_rows(2))
+    config = CromeAugmenterConfig(preset="lite", cache_dir=str(tmp_path / "cache"), show_progress=False)
+    CromeAugmenter(ScriptedOracle(), config)(data)
+    (folder,) = (tmp_path / "cache" / "chunks").iterdir()  # one run fingerprint
+    assert len(list(folder.glob("*.arrow"))) == 1 and not (tmp_path / "home").exists()
+    again = CromeAugmenter(ScriptedOracle(), config)
+    again(data)
+    assert again.summary.rows_reused == 2
+    elsewhere = CromeAugmenter(ScriptedOracle(), dataclasses.replace(config, cache_dir=str(tmp_path / "other")))
+    elsewhere(data)
+    assert elsewhere.summary.rows_reused == 0  # another cache folder: another run's state
+
+
 def test_files_of_unfinished_chunks_are_deleted_and_finished_ones_kept(tmp_path):
     data = Dataset.from_list(_rows(4))
     config = _config(tmp_path, preset="lite", chunk_size=2)

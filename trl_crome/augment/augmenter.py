@@ -193,8 +193,8 @@ class CromeAugmenterConfig:
 
         output_dir (`str`, *optional*):
             Folder of the run's resume state: the finished chunks (`output_dir/chunks`) and, unless `cache_dir` is
-            set, the oracle cache (`output_dir/oracle_cache`). Without it, chunks go to
-            `$TRL_CROME_CACHE/augment_chunks/<run fingerprint>` (`~/.cache/trl_crome/...`).
+            set, the oracle cache (`output_dir/oracle_cache`). Without it, chunks go to the oracle cache folder, in
+            `chunks/<run fingerprint>`.
         cache_dir (`str`, *optional*):
             Oracle cache folder. Defaults to `output_dir/oracle_cache`, else `$TRL_CROME_CACHE/oracle_cache`
             (`~/.cache/trl_crome/oracle_cache`). Rerunning with the same cache resumes an interrupted run without
@@ -545,7 +545,8 @@ class CromeAugmenter:
     def _chunk_folder(self, fingerprint: str) -> Path:
         if self.config.output_dir is not None:
             return Path(self.config.output_dir) / CHUNKS_DIR
-        return default_cache_dir() / "augment_chunks" / fingerprint[:16]
+        # With the answers they were made from: a caller who chose the cache folder chose where the run's state goes.
+        return self.oracle.cache.cache_dir / CHUNKS_DIR / fingerprint[:16]
 
     # -- a run -----------------------------------------------------------------------------------------------------
     def __call__(self, dataset: Dataset, dataset_name: str | None = None) -> Dataset:
