@@ -7,7 +7,8 @@ processes on the machine over the trainers). A step is timed from collation to t
 trainer's own collator and `training_step`, after an untimed warm-up step on the first batch.
 
 Data (`--groups`):
-- `crome` (default): Crome-shaped groups in the proportions of the paper's pipeline. Per UltraFeedback row, under its
+- `crome` (default): Crome-shaped groups in the proportions of the paper's pipeline (`crome_shape.py`). Per
+  UltraFeedback row, under its
   prompt: the original pair; each of the 10 causal pairs (5 attributes x degrade the chosen answer / upgrade the
   rejected one) and one Irrelevant Query Neutral (the original pair of another row, a tie) are kept with probability
   2.5 / 11, so that the final set is 3.5x the original, as the paper's is after verification and filtering (raw: 10x
