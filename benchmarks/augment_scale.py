@@ -152,35 +152,9 @@ def serve(args: argparse.Namespace) -> None:
 
 
 # -- one augmentation (runs in its own process) -----------------------------------------------------------------------
-class AnonPeak:
-    """The peak of this process's anonymous memory (`RssAnon`: the heap, not the memory-mapped files), sampled."""
-
-    def __init__(self, every: float = 0.2):
-        self.peak_kb = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
-        self._thread.start()
-
-    def _run(self, every: float) -> None:
-        while not self._stop.wait(every):
-            self.sample()
-
-    def sample(self) -> None:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("RssAnon:"):
-                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
-
-    def stop(self) -> int:
-        self._stop.set()
-        self.sample()
-        return self.peak_kb
-
-
 def augment(args: argparse.Namespace) -> None:
     """What a user runs: the data set loaded with `datasets`, `GeminiOracle` (online paced to the quota, or the Batch
     API), `CromeAugmenter` with its state in `--workdir`, and the output written as JSON lines."""
-    anon = AnonPeak()
     import logging
 
     from datasets import load_dataset
@@ -229,7 +203,6 @@ def augment(args: argparse.Namespace) -> None:
         "cache_hits": summary.cache_hits,
         "pairs": dict(summary.pairs),
         "rejects": dict(summary.rejects),
-        "peak_anon_kb": anon.stop(),
     }
     args.result.write_text(json.dumps(result))
 
@@ -339,11 +312,13 @@ def run_augmenter(
     log = open(workdir / "log", "a")
     started = time.time()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    killed = False
+    killed, peaks = False, Counter()
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
         if pid:
             break
+        for kind, kb in memory_kb(process.pid).items():
+            peaks[kind] = max(peaks[kind], kb)
         if kill_after is not None and server.stats()["answered"].get(phase, 0) >= kill_after:
             os.kill(process.pid, signal.SIGKILL)
             killed = True
@@ -358,9 +333,20 @@ def run_augmenter(
     if kill_after is not None and not killed:
         raise RuntimeError(f"the run finished before {kill_after} calls were answered: nothing to kill")
     figures = {"started_at": started, "wall_s": wall, "maxrss_mb": usage.ru_maxrss / 1024, "killed": killed}
+    figures.update(peak_anon_mb=peaks["RssAnon"] / 1024, peak_file_mb=peaks["RssFile"] / 1024)
     if not killed:
         figures.update(json.loads(result_file.read_text()))
     return figures
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """A process's resident memory now: `RssAnon` (its heap) and `RssFile` (mapped files: libraries, Arrow data)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            lines = [line.split() for line in status if line.startswith(("RssAnon:", "RssFile:"))]
+    except OSError:  # it just ended
+        return {}
+    return {line[0].rstrip(":"): int(line[1]) for line in lines}
 
 
 def expected_calls(preset: str, rows: int) -> int:
@@ -386,7 +372,8 @@ def uninterrupted(args: argparse.Namespace, mode: str, rows: int, data: Path, fo
         "cpu_ms_per_call": 1000 * run["augment_cpu_s"] / max(1, calls),
         "calls_per_s": calls / run["augment_s"],
         "maxrss_mb": run["maxrss_mb"],
-        "peak_anon_mb": run["peak_anon_kb"] / 1024,
+        "peak_anon_mb": run["peak_anon_mb"],
+        "peak_file_mb": run["peak_file_mb"],
         "cache_mb": disk_mb(folder / "run" / "cache"),
         "chunks_mb": disk_mb(folder / "run" / "run"),
         "chunking": run["chunking"],
@@ -408,6 +395,9 @@ def killed_and_resumed(
         first = run_augmenter(args, mode, data, workdir, server, kill_after=int(args.kill_at * total))
         answered_before = settled_answers(server, args.latency)
         cached = cached_entries(workdir)
+        if "restart" in args.skip:  # the killed run's memory alone
+            killed = {"answered_before_kill": answered_before, "cached_at_kill": cached}
+            return {**killed, "distinct_calls": total, **{f"killed_{k}": v for k, v in first.items()}}
         server.next_phase()
         second = run_augmenter(args, mode, data, workdir, server)
         stats = server.stats()
@@ -436,7 +426,9 @@ def killed_and_resumed(
         "resumed_maxrss_mb": second["maxrss_mb"],
         "killed_wall_s": first["wall_s"],
         "resumed_wall_s": second["wall_s"],
-        "resumed_peak_anon_mb": second["peak_anon_kb"] / 1024,
+        "killed_peak_anon_mb": first["peak_anon_mb"],
+        "killed_peak_file_mb": first["peak_file_mb"],
+        "resumed_peak_anon_mb": second["peak_anon_mb"],
         "cache_mb": disk_mb(workdir / "cache"),
         "chunks_mb": disk_mb(workdir / "run"),
         "output_sha256": file_sha256(workdir / "output.jsonl"),
@@ -463,17 +455,24 @@ def table(results: list[dict[str, Any]]) -> str:
 
     header = [
         "mode", "preset", "rows", "calls", "wall s", "ideal s", "wall vs ideal", "calls/s", "client CPU ms/call",
-        "peak RSS MB", "vs smallest N", "peak anon MB", "cache MB", "chunks MB", "resume s (imports + data + scan)",
-        "first new call s", "repeated (lost at kill)", "stored answers repeated", "output = uninterrupted",
+        "peak RSS MB, uninterrupted", "peak RSS MB, killed run", "RSS vs smallest N", "peak anon MB, killed run",
+        "anon vs smallest N", "peak RSS MB, resumed run", "cache MB", "chunks MB", "resume s (imports + data + scan)",
+        "first new call s",
+        "repeated (lost at kill)", "stored answers repeated", "output = uninterrupted",
     ]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    smallest: dict[str, float] = {}
+    smallest: dict[str, tuple[float, float | None]] = {}
     for result in results:
         full, resumed = result.get("uninterrupted"), result.get("resumed")
         any_run = full or resumed
-        rss = full["maxrss_mb"] if full else max(resumed["killed_maxrss_mb"], resumed["resumed_maxrss_mb"])
-        anon = full["peak_anon_mb"] if full else resumed["resumed_peak_anon_mb"]
-        smallest.setdefault(result["mode"], rss)
+        # Flat in N: the killed runs (the first half of every size) are compared when there are, else the full runs.
+        run = (
+            {"maxrss_mb": resumed["killed_maxrss_mb"], "peak_anon_mb": resumed.get("killed_peak_anon_mb")}
+            if resumed
+            else full
+        )
+        rss, anon = run["maxrss_mb"], run.get("peak_anon_mb")
+        first_rss, first_anon = smallest.setdefault(result["mode"], (rss, anon))
         cells = [result["mode"], result["preset"], f"{result['rows']:,}"]
         if full:
             cells += [
@@ -486,9 +485,15 @@ def table(results: list[dict[str, Any]]) -> str:
             ]
         else:
             cells += [f"{resumed['distinct_calls']:,}"] + ["-"] * 5
-        cells += [f"{rss:.0f}", f"{rss / smallest[result['mode']]:.2f}x", f"{anon:.0f}"]
-        cells += [f"{any_run['cache_mb']:.0f}", f"{any_run['chunks_mb']:.0f}"]
-        if resumed:
+        cells += [number(full and full["maxrss_mb"], ".0f"), number(resumed and resumed["killed_maxrss_mb"], ".0f")]
+        cells += [
+            f"{rss / first_rss:.2f}x",
+            number(anon, ".0f"),
+            f"{anon / first_anon:.2f}x" if anon and first_anon else "-",
+        ]
+        cells += [number(resumed and resumed.get("resumed_maxrss_mb"), ".0f")]
+        cells += [number(any_run.get("cache_mb"), ".0f"), number(any_run.get("chunks_mb"), ".0f")]
+        if resumed and "resume_s" in resumed:
             cells += [
                 f"{resumed['resume_s']:.1f} ({resumed['resume_imports_s']:.1f} + {resumed['resume_data_s']:.1f} + "
                 f"{resumed['resume_scan_s']:.1f})",
@@ -522,7 +527,14 @@ def main() -> None:
         "a create call the killed process may have sent before it looks for the job",
     )
     parser.add_argument("--kill-at", type=float, default=0.5, help="SIGKILL once this share of the calls is answered")
-    parser.add_argument("--skip", choices=("uninterrupted", "resume"), help="leave out one of the two runs")
+    parser.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        choices=("uninterrupted", "resume", "restart"),
+        help="leave out the uninterrupted run, the killed and resumed run, or only the restart after the kill (the "
+        "killed run's memory alone)",
+    )
     parser.add_argument(
         "--full-max-rows",
         type=int,
@@ -530,7 +542,11 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, help="where runs are written (default: a temporary folder, removed)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--table-from", type=Path, help="only print the table of a JSON file written by --json")
     args = parser.parse_args()
+    if args.table_from:
+        print(table(json.loads(args.table_from.read_text())["results"]))
+        return
     if not ULTRAFEEDBACK.exists():
         print(f"Skipped: the UltraFeedback sample {ULTRAFEEDBACK} is absent (see ../shared/data/PROVENANCE.md).")
         return
@@ -546,10 +562,10 @@ def main() -> None:
             for mode in modes:
                 result: dict[str, Any] = {"mode": mode, "preset": args.preset, "rows": rows}
                 folder = data.parent / mode
-                if args.skip != "uninterrupted" and rows <= (args.full_max_rows or rows):
+                if "uninterrupted" not in args.skip and rows <= (args.full_max_rows or rows):
                     result["uninterrupted"] = uninterrupted(args, mode, rows, data, folder / "uninterrupted")
                     print(f"{mode} {rows:,} rows, uninterrupted: {json.dumps(result['uninterrupted'])}", flush=True)
-                if args.skip != "resume":
+                if "resume" not in args.skip:
                     total = result.get("uninterrupted", {}).get("calls") or expected_calls(args.preset, rows)
                     result["resumed"] = killed_and_resumed(args, mode, rows, data, folder / "killed", total)
                     print(f"{mode} {rows:,} rows, killed and resumed: {json.dumps(result['resumed'])}", flush=True)
@@ -577,7 +593,7 @@ def main() -> None:
         if full and "ratio_to_ideal" in full:
             verdict = "met" if full["ratio_to_ideal"] >= 0.8 else "NOT met"
             print(f"{name} wall time vs the quota-bound ideal {full['ratio_to_ideal']:.2f} ({verdict})")
-        if resumed:
+        if resumed and "resume_s" in resumed:
             verdict = "met" if resumed["repeated_stored"] == 0 else "NOT met"
             repeated = resumed["repeated_stored"]
             print(f"{name} resume {resumed['resume_s']:.1f} s; stored answers asked again: {repeated} ({verdict})")

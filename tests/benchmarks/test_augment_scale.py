@@ -52,6 +52,7 @@ def test_augment_scale_tiny_keeps_its_invariants(tmp_path):
         parts = resumed["resume_imports_s"] + resumed["resume_data_s"] + resumed["resume_scan_s"]
         assert resumed["resume_s"] == pytest.approx(parts) and resumed["resume_scan_s"] > 0
         assert full["cache_mb"] > 0 and full["chunks_mb"] > 0 and full["maxrss_mb"] > 0
+        assert 0 < resumed["killed_peak_anon_mb"] < resumed["killed_maxrss_mb"]  # sampled: the heap, not the files
 
     # The printed ratios are the measured numbers': the quota-bound ideal is calls / RPM.
     online = results["online"]["uninterrupted"]
@@ -61,6 +62,6 @@ def test_augment_scale_tiny_keeps_its_invariants(tmp_path):
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in process.stdout.splitlines()}
     assert rows["online"][6] == f"{online['ratio_to_ideal']:.2f}"
     assert rows["online"][4] == f"{online['wall_s']:.1f}" and rows["online"][5] == f"{online['ideal_s']:.1f}"
-    assert rows["batch"][10] == "1.00x"  # peak RSS against the smallest size: itself
+    assert rows["batch"][11] == "1.00x"  # peak RSS against the smallest size: itself
     for mode in ("online", "batch"):
         assert rows[mode][-1] == "yes |" and rows[mode][-2] == "0"
