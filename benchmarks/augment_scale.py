@@ -3,15 +3,15 @@
 The rows are the real UltraFeedback pairs of `../shared/data/ultrafeedback/train.jsonl`, repeated with an index
 appended to each prompt so that every prompt is distinct (the benchmark stops with a message when the file is
 absent). The server (`tests/servers/gemini.py`, with the pipeline tests' scripted answers for every step) runs in its
-own process, so its CPU is not in the augmenting process's memory figures; it waits `--latency` seconds per online
+own process, so its CPU time and memory are not counted as the augmenter's; it waits `--latency` seconds per online
 call and answers 429 past `--rpm` calls in any 60 s. Each augmentation runs in its own process too, exactly as a user
 runs it. For each mode (online, Batch) and each size N the script runs:
 
 1. an **uninterrupted** run, which gives the wall time of the augmentation against the quota-bound ideal (online:
    `calls / RPM`; the ratio ideal / wall has a goal of >= 0.8), the calls per second, the client's CPU time per call,
    the peak RSS of the augmenting process (from the kernel: `wait4`'s `ru_maxrss`, which includes the memory-mapped
-   Arrow pages it touched, and the peak of its anonymous memory, sampled), and the size on disk of the oracle cache
-   and of the finished chunks;
+   Arrow pages it touched, and the peak of its anonymous memory, sampled every 50 ms), and the size on disk of the
+   oracle cache and of the finished chunks;
 2. a **killed** run: the same command in a fresh folder, `SIGKILL`ed once the server has answered `--kill-at` (50%)
    of the calls, then **resumed** with the same command. The server counts, by prompt: the calls it answered before
    the kill, and those it answered again after the resume ("repeated"). Calls it answered in the last moment before
@@ -25,8 +25,10 @@ Sizes: the paper preset makes 26 oracle calls per row (60k rows: 1.56M calls); `
 is printed with the baseline it is compared with, measured in the same run (the smallest N for memory, the quota for
 online wall time); nothing is asserted on timings. `--json FILE` writes every figure (the CI test reads it).
 
-    python benchmarks/augment_scale.py --rows 6000 60000 --mode batch --preset paper
-    python benchmarks/augment_scale.py --rows 2000 --mode online --preset lite --rpm 3000 --latency 0.2
+    python benchmarks/augment_scale.py --rows 240 --mode online --preset paper --rpm 2400 --latency 0.2
+    python benchmarks/augment_scale.py --rows 6000 60000 --mode batch --preset lite --chunk-size 1000
+
+The figures, the exact commands they were measured with and what was not run: docs/augmenter.md, "Scale benchmark".
 """
 
 from __future__ import annotations
