@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -17,7 +18,7 @@ from pydantic import BaseModel
 
 from tests.servers.common import Call
 from tests.servers.gemini import GeminiServer
-from trl_crome.oracles import CachedOracle, GeminiOracle, OracleFatalError, OracleRequest
+from trl_crome.oracles import CachedOracle, GeminiOracle, OracleFatalError, OracleRequest, gemini_batch
 from trl_crome.oracles.cache import OracleCache
 
 FAKE_KEY = "AIzaFAKE-batch-test-0123456789"
@@ -127,6 +128,18 @@ def test_a_lost_create_answer_finds_the_accepted_job_instead_of_submitting_again
     assert server.requests["batchGenerateContent"] == 1 and server.requests["batches.list"] >= 1
 
 
+def test_the_lookup_of_a_lost_job_lists_the_account_in_small_pages(server, tmp_path):
+    """A listing carries every finished job with its answers: it is read `LIST_PAGE_SIZE` jobs at a time."""
+    earlier = [f"e{i}" for i in range(gemini_batch.LIST_PAGE_SIZE + 2)]
+    earlier_run = batch_oracle(server.url, tmp_path / "earlier", batch_size=1, batch_max_jobs=4)
+    earlier_run.generate(ask(*earlier), progress=False)
+    server.batch_create_delay = 1.0
+    responses = batch_oracle(server.url, tmp_path / "state", timeout=0.5).generate(ask("a", "b"), progress=False)
+    assert labels(responses) == ["A", "B"]
+    assert server.requests["batchGenerateContent"] == len(earlier) + 1
+    assert server.requests["batches.list"] >= 2  # 13 jobs: two pages, where one page of 100 held them all
+
+
 def test_a_batch_api_refusing_every_job_stops_the_run(server, tmp_path):
     server.batch_max_active = 0  # every create answers 429, and none of this run's jobs is in flight
     oracle = batch_oracle(server.url, tmp_path / "state", max_retries=2)
@@ -178,6 +191,21 @@ def test_killed_at_any_point_no_accepted_job_is_submitted_twice(server, tmp_path
     assert len(server.batches) == server.requests["batchGenerateContent"] == 4 >= creates
     assert server.requests["batches.list"] >= 1  # the jobs accepted during a kill were found by their display name
     assert not list((tmp_path / "state").iterdir())
+
+
+@pytest.mark.slow
+def test_a_job_accepted_during_the_kill_is_adopted_without_waiting_for_the_http_timeout(server, tmp_path, caplog):
+    server.batch_create_delay = 2.0  # the server has registered the job; its answer is still on the way at the kill
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(target=_batch_child, args=(server.url, str(tmp_path), ["a"]))
+    process.start()
+    _kill_when(process, lambda: server.requests["batchGenerateContent"] >= 1)
+    server.batch_create_delay = 0.0
+    oracle = CachedOracle(batch_oracle(server.url, tmp_path / "state", timeout=600.0), tmp_path / "cache")
+    with caplog.at_level(logging.INFO, logger="trl_crome.oracles.gemini_batch"):
+        assert labels(oracle.generate(ask("a"), progress=False)) == ["A"]
+    assert server.requests["batchGenerateContent"] == 1  # found by its display name, not submitted again
+    assert "accepted before the last run was stopped" in caplog.text and "to settle" not in caplog.text
 
 
 def test_an_interrupted_run_resumes_from_its_state_in_process(server, tmp_path):
