@@ -139,6 +139,32 @@ def test_concurrent_writers_never_leave_corrupt_entries(tmp_path):
         assert cache.get(f"{i:064x}").text.endswith("x" * (i * 50) + '"}')
 
 
+def _open_new_caches(folders: list[str], barrier, errors) -> None:
+    for folder in folders:  # all processes open the same new cache at the same moment
+        barrier.wait()
+        try:
+            OracleCache(folder)
+        except sqlite3.OperationalError as error:
+            errors.put(str(error))
+
+
+def test_processes_opening_a_new_cache_at_once_never_see_a_locked_database(tmp_path):
+    """Seen failing before the fix: 1-2 of 160 openings answered "database is locked" on the WAL pragma."""
+    context = multiprocessing.get_context("spawn")
+    barrier, errors = context.Barrier(8), context.Queue()
+    folders = [str(tmp_path / str(i)) for i in range(20)]
+    processes = [context.Process(target=_open_new_caches, args=(folders, barrier, errors)) for _ in range(8)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+        assert process.exitcode == 0
+    assert errors.empty()
+    assert all(
+        OracleCache(folder)._connection().execute("PRAGMA journal_mode").fetchone()[0] == "wal" for folder in folders
+    )
+
+
 def _generate_in_threads(cache_dir: str, worker: int, prompts: list[str], results) -> None:
     """One process: two threads, each running its own event loop over a shared CachedOracle."""
     inner = CountingOracle()

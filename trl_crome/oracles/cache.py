@@ -56,6 +56,21 @@ PLACEHOLDERS = ", ".join("?" * len(COLUMNS))
 STORED = "key, text, parsed, parsed_from_text, error, input_tokens, output_tokens, calls"  # what a lookup reads
 
 
+def _enable_wal(connection: sqlite3.Connection) -> None:
+    """Switch the database to WAL (a no-op once it is). When several processes open a new database at once, SQLite
+    may answer this pragma "database is locked" at once instead of calling the busy handler (two connections that
+    both hold a read lock and want the write lock): retry within the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class OracleCache:
     """A folder holding cached [`OracleResponse`]s in a SQLite database, safe to share between processes.
 
@@ -87,7 +102,7 @@ class OracleCache:
         if connection is None or self._local.pid != os.getpid():  # a forked child never reuses its parent's
             connection = sqlite3.connect(self.database, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # only takes effect on a new database
-            connection.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
             self._local.connection, self._local.pid = connection, os.getpid()
         return connection
