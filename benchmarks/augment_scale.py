@@ -525,8 +525,8 @@ def main() -> None:
     parser.add_argument(
         "--http-timeout",
         type=float,
-        help="seconds before an HTTP call is abandoned (default: GeminiOracle's); a Batch resume waits this long for "
-        "a create call the killed process may have sent before it looks for the job",
+        help="seconds before an HTTP call is abandoned (default: GeminiOracle's); a Batch resume waits up to this "
+        "long for a create call the killed process may have sent, when the listing does not show its job",
     )
     parser.add_argument("--kill-at", type=float, default=0.5, help="SIGKILL once this share of the calls is answered")
     parser.add_argument(
