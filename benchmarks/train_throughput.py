@@ -232,13 +232,13 @@ def main() -> int:
         real = sum(run["real_tokens"] for run in runs)
         computed = sum(run["computed_tokens"] for run in runs)
         row = summary[name]
-        ratios = [
-            row[clock] / summary[base][clock] if base in summary else float("nan")
+        ratios = [  # "-" where the baseline was not part of this run
+            f"{row[clock] / summary[base][clock]:.2f}x" if base in summary else "-"
             for base, clock in (("trl", "wall"), ("trl", "cpu"), ("crome_padding_free", "wall"))
         ]
         print(
             f"{name:<24} {row['wall']:8.4f} {row['cpu']:11.4f} {real:9d} {computed:9d} {computed / real:9.2f} "
-            f"{row['peak_gb']:13.2f} GB {ratios[0]:6.2f}x {ratios[1]:11.2f}x {ratios[2]:8.2f}x"
+            f"{row['peak_gb']:13.2f} GB {ratios[0]:>7} {ratios[1]:>12} {ratios[2]:>9}"
         )
     # On a shared CPU, process time (what this process computed) is steadier than wall time (what it waited for).
     print()
