@@ -112,6 +112,7 @@ class BatchRunner:
         self.calls: dict[str, int] = dict.fromkeys(self.asking, 0)  # rows sent per key, resubmissions included
         self._adopted: set[str] = set()  # ids of the jobs taken over from an earlier run
         self._listing: dict[str, str] | None = None  # display name -> job name, from listing the account's jobs
+        self._listed_at = 0.0  # when that listing was requested
 
     # -- the scheduler -------------------------------------------------------------------------------------------
     async def run(self, should_stop: StopCheck | None = None) -> AsyncIterator[tuple[int, OracleResponse]]:
@@ -278,10 +279,11 @@ class BatchRunner:
             # once; otherwise the call gets the time it may take (the HTTP timeout) before we conclude that it never
             # arrived.
             name = await self._find(job.display_name)
-            settle = job.sent + self.oracle.http_timeout - time.time()
-            if name is None and settle > 0:
-                logger.info("Waiting %.0f s for a create call of the last run to settle", settle)
-                await asyncio.sleep(settle)
+            settled_at = job.sent + self.oracle.http_timeout
+            if name is None and settled_at > time.time():
+                logger.info("Waiting %.0f s for a create call of the last run to settle", settled_at - time.time())
+                await asyncio.sleep(settled_at - time.time())
+            if name is None and self._listed_at < settled_at:  # only a listing taken after that proves it never came
                 name = await self._find(job.display_name, refresh=True)
             if name is not None:
                 logger.info("Found batch job %s, accepted before the last run was stopped", name)
@@ -349,7 +351,7 @@ class BatchRunner:
     async def _find(self, display_name: str, refresh: bool = False) -> str | None:
         """The name of the job created under `display_name`, from a listing of the account's batch jobs."""
         if self._listing is None or refresh:
-            listing = {}
+            listing, self._listed_at = {}, time.time()
             pager = await self._call(self.oracle._client().aio.batches.list, config={"page_size": LIST_PAGE_SIZE})
             async for job in pager:
                 if job.display_name:
