@@ -109,18 +109,19 @@ def test_concurrency_halves_on_429_at_most_once_per_cooldown_and_recovers():
     assert throttle.limit == 16  # never above max_concurrency
 
 
-def test_a_429_pauses_every_new_call_for_retry_after():
-    throttle = Throttle(max_concurrency=4)
+@pytest.mark.parametrize(("retry_after", "pause"), [(0.3, 0.3), (0.0, 0.0), (None, 0.5)])
+def test_a_429_pauses_every_new_call_for_retry_after(retry_after, pause):
+    throttle = Throttle(max_concurrency=4, cooldown=0.5)  # without Retry-After: the cooldown; "Retry-After: 0": none
 
     async def run() -> float:
         async with throttle.call(REQUEST) as outcome:
-            outcome.failure, outcome.retry_after = "http_429", 0.3
+            outcome.failure, outcome.retry_after = "http_429", retry_after
         started = time.monotonic()
         async with throttle.call(REQUEST):
             pass
         return time.monotonic() - started
 
-    assert 0.29 <= asyncio.run(run()) < 0.6
+    assert pause - 0.01 <= asyncio.run(run()) < pause + 0.25
 
 
 def test_the_outage_breaker_trips_on_long_streaks_of_transient_failures_only():

@@ -216,7 +216,9 @@ class Throttle:
         if outcome.failure == "http_429":
             with self._lock:
                 self.rate_limited += 1
-                self._paused_until = max(self._paused_until, now + (outcome.retry_after or self.cooldown))
+                self._paused_until = max(
+                    self._paused_until, now + (self.cooldown if outcome.retry_after is None else outcome.retry_after)
+                )
                 if now - self._last_decrease >= self.cooldown:
                     self.limit = max(1.0, self.limit / 2)
                     self._last_decrease = now
