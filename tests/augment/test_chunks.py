@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import json
 import logging
+import re
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -144,20 +145,53 @@ def test_files_of_unfinished_chunks_are_deleted_and_finished_ones_kept(tmp_path)
     assert sorted(path.name for path in chunks.iterdir()) == finished
 
 
-def test_a_chunk_with_transient_failures_is_computed_again_by_the_next_run(tmp_path):
+def test_a_transient_failure_pays_for_nothing_built_on_it_and_the_next_run_completes_the_chunk(tmp_path):
     data = Dataset.from_list(_rows(4))
-    unlucky = _rows(4)[3]["prompt"]  # every call about the last row times out
+    unlucky = _rows(4)[3]["prompt"]  # every call about the last row times out (after its retries)
     config = _config(tmp_path / "run", chunk_size=2)
-    flaky = CromeAugmenter(ScriptedOracle(failures={unlucky: "timeout"}), config)
+    failing = ScriptedOracle(failures={unlucky: "timeout"})
+    flaky = CromeAugmenter(failing, config)
     flaky(data)
-    assert flaky.summary.rubric_fallbacks == {"timeout": 1}
+    # Its attribute call failed: no fallback attributes, and none of its elements, rewrites or verifications asked.
+    assert [request.template for request in failing.requests if unlucky in request.prompt] == ["attributes@1"]
+    assert flaky.summary.rubric_fallbacks == {} and flaky.summary.rows_incomplete == 2  # its chunk's rows
 
     oracle = ScriptedOracle()
     rerun = CromeAugmenter(oracle, config)
     rows = rerun(data).to_list()
-    assert rerun.summary.rows_reused == 2  # the first chunk had no failure
-    assert oracle.requests and all(unlucky in request.prompt for request in oracle.requests)  # only what failed
+    assert rerun.summary.rows_reused == 2 and rerun.summary.rows_incomplete == 0  # the first chunk had no failure
+    assert len(oracle.requests) == 26 and all(unlucky in request.prompt for request in oracle.requests)
     assert rows == CromeAugmenter(ScriptedOracle(), _config(tmp_path / "clean", chunk_size=2))(data).to_list()
+
+
+@pytest.mark.parametrize("preset", ["paper", "lite"])
+def test_an_attribute_whose_elements_or_rubric_failed_transiently_is_not_rewritten_until_the_rerun(tmp_path, preset):
+    data = Dataset.from_list(_rows(4))
+    # Paper: every row's elements call for "relevance" fails; lite: the rubric call of the last row's prompt.
+    failing_call = "Attribute: relevance" if preset == "paper" else _rows(4)[3]["prompt"]
+    config = _config(tmp_path / "run", chunk_size=2, preset=preset)
+    failing = ScriptedOracle(failures={failing_call: "http_503"})
+    flaky = CromeAugmenter(failing, config)
+    flaky(data)
+    asked = [request for request in failing.requests if failing_call in request.prompt]
+    assert {request.template for request in asked} == {"causal_elements@1" if preset == "paper" else "rubrics@1"}
+    assert len(asked) == (4 if preset == "paper" else 1)
+    if preset == "paper":  # the other attributes were rewritten; "relevance" was not, with or without elements
+        rewritten = {re.search(r"^Attribute to .+: (.+)$", r.prompt, re.M).group(1) for r in failing.requests
+                     if r.template.startswith("counterfactual")}  # fmt: skip
+        assert rewritten == {"factual_accuracy", "completeness", "clarity", "safety"}
+    assert flaky.summary.element_failures == {} and flaky.summary.rubric_fallbacks == {}
+    assert flaky.summary.rows_incomplete == (4 if preset == "paper" else 2)
+
+    oracle = ScriptedOracle()
+    rows = CromeAugmenter(oracle, config)(data).to_list()
+    clean = ScriptedOracle()
+    assert rows == CromeAugmenter(clean, _config(tmp_path / "clean", chunk_size=2, preset=preset))(data).to_list()
+    # The rerun asks what failed and what depends on it, nothing else: the clean run's calls minus those answered.
+    answered = Counter(request.cache_key("scripted") for request in failing.requests)
+    answered -= Counter(request.cache_key("scripted") for request in asked)
+    expected = Counter(request.cache_key("scripted") for request in clean.requests) - answered
+    assert Counter(request.cache_key("scripted") for request in oracle.requests) == expected
 
 
 def test_max_cost_keeps_finished_chunks_across_chunks_in_flight_and_a_rerun_completes_without_paying_twice(tmp_path):
@@ -269,7 +303,9 @@ def _number(cell: str) -> float:
 
 def test_the_dataset_card_holds_the_numbers_of_the_run_summary(tmp_path):
     rows = _rows(5)
-    failing, odd = rows[4]["prompt"], rows[2]["chosen"][:40]
+    # Every call about row 4 is refused (safety: it falls back), every call about row 3 times out (transient: its
+    # chunk's rows are incomplete, in both runs).
+    failing, flaky, odd = rows[4]["prompt"], rows[3]["prompt"], rows[2]["chosen"][:40]
 
     def answer(prompt: str) -> dict | None:  # some verdicts fail, some are not verdicts at all
         if '"verdict"' in prompt and "Attribute: relevance" in prompt:
@@ -279,7 +315,8 @@ def test_the_dataset_card_holds_the_numbers_of_the_run_summary(tmp_path):
 
     config = _config(tmp_path, chunk_size=2, neutral_types=["iqn", "aligned", "paraphrase"], max_cost=100.0)
     for run in ("first", "reused"):  # the second run reads every chunk back: its card says so
-        oracle = ScriptedOracle(failures={failing: "timeout"}, rewrites={odd: rows[2]["chosen"]}, answer=answer)
+        failures = {failing: "safety", flaky: "timeout"}
+        oracle = ScriptedOracle(failures=failures, rewrites={odd: rows[2]["chosen"]}, answer=answer)
         augmenter = CromeAugmenter(oracle, config)
         output = augmenter(Dataset.from_list(rows), dataset_name="someone/preferences")
         summary, card = augmenter.summary, augmenter.dataset_card()
@@ -304,7 +341,7 @@ def test_the_dataset_card_holds_the_numbers_of_the_run_summary(tmp_path):
         assert counts["kind"] == {**summary.pairs, "total": sum(summary.pairs.values())}
         assert counts["kind"] == {k: v for k, v in Counter(output["kind"]).items()} | {"total": len(output)}
         assert counts["type"] == summary.neutrals and len(summary.neutrals) == 3
-        assert counts["reason"] == summary.rejects and len(summary.rejects) >= 2  # "timeout" and the unchanged rewrite
+        assert counts["reason"] == summary.rejects and len(summary.rejects) >= 2  # "safety" and the unchanged rewrite
         verification = summary.verification
         assert counts["verdict"] == {
             "pass": verification["passed"],
@@ -312,7 +349,8 @@ def test_the_dataset_card_holds_the_numbers_of_the_run_summary(tmp_path):
             **{f"unverified ({reason})": n for reason, n in verification["unverified"].items()},
         }
         assert verification["failed"] and verification["unverified"]
-        assert counts[""]["attribute fallbacks (timeout)"] == summary.rubric_fallbacks["timeout"]
+        assert counts[""]["attribute fallbacks (safety)"] == summary.rubric_fallbacks["safety"] == 1
+        assert counts[""]["rows incomplete (transient oracle failures)"] == summary.rows_incomplete == 2
 
         costs = tables["Tokens and cost"]
         steps = {row["step"]: row for row in costs if row["table"] == "step"}
@@ -330,8 +368,8 @@ def test_the_dataset_card_holds_the_numbers_of_the_run_summary(tmp_path):
         assert totals["cost of the cached answers when paid (USD)"] == pytest.approx(summary.cached_cost_usd, abs=5e-5)
         assert totals["total cost of the answers (USD)"] == pytest.approx(summary.spent_usd, abs=5e-5)
         assert summary.spent_usd > 0.001
-        # The rerun reads back the two chunks without a failure; the last one's timeouts are asked again.
-        assert summary.rows_reused == (4 if run == "reused" else 0) and (summary.cache_hits > 0) == (run == "reused")
+        # The rerun reads back the two chunks without a transient failure (3 rows); row 3's timeouts are asked again.
+        assert summary.rows_reused == (3 if run == "reused" else 0) and (summary.cache_hits > 0) == (run == "reused")
 
         templates = {row["step"]: row["templates"] for row in tables["Prompt templates"]}
         assert templates == {step: ", ".join(f"`{t}`" for t in names) for step, names in summary.templates.items()}

@@ -10,10 +10,11 @@ import re
 import socket
 import subprocess
 import time
+from collections import Counter
 
 import pytest
 
-from tests.augment.scripted import gemini_responder
+from tests.augment.scripted import gemini_responder, step_of
 from tests.augment.test_cli import CLI, FAKE_KEY, REPO, ROWS, dataset_file, env  # noqa: F401 (the fixtures)
 from tests.servers.gemini import GeminiServer
 from tests.servers.openai import OpenAIServer
@@ -122,3 +123,32 @@ def test_bad_input_lines_and_values_are_named_before_any_call(tmp_path, env, cap
         assert main(["augment", "--dataset", str(ties), *args]) == 2
         assert "input dataset, row 1, field 'tie': must be a bool" in capsys.readouterr().err
     assert server.requests["generateContent"] == 0
+
+
+def test_a_failed_call_leaves_rows_incomplete_and_a_rerun_completes_them(tmp_path, env, dataset_file, capsys):  # noqa: F811
+    def run(server, output):
+        args = ["augment", "--dataset", str(dataset_file), "--output", str(output), "--no-progress", "--max-rows", "4"]
+        return main([*args, "--chunk-size", "2", *oracle_args("gemini", server.url)])
+
+    with GeminiServer(responder=gemini_responder) as server:
+        assert run(server, tmp_path / "reference.jsonl") == 0
+    unlucky = ROWS[3]["prompt"]
+    output = tmp_path / "run" / "pairs.jsonl"
+    with GeminiServer(responder=gemini_responder) as server:
+        # Its attribute call gets 429 on every attempt (6: the first and 5 retries), without a wait.
+        server.add_fault("429", match=unlucky, times=6, retry_after=0)
+        assert run(server, output) == 5
+        assert "2 rows are incomplete" in capsys.readouterr().err  # the rows of its chunk
+        summary = json.loads(output.with_name("pairs.summary.json").read_text())
+        assert summary["rows_incomplete"] == 2 and summary["rubric_fallbacks"] == {}
+        card = output.with_name("pairs.README.md").read_text()
+        assert re.search(r"\| rows incomplete \(transient oracle failures\) +\| 2 +\|", card)
+        # Nothing built on the failed call was asked: the row's only calls are the 6 attempts of its attribute call.
+        about_it = {prompt: n for prompt, n in server.prompts.items() if unlucky in prompt}
+        assert list(about_it.values()) == [6] and step_of(next(iter(about_it))) == "attributes"
+        before = Counter(server.prompts)
+        assert run(server, output) == 0  # the fault is spent
+        rerun = Counter(server.prompts) - before
+    assert output.read_bytes() == (tmp_path / "reference.jsonl").read_bytes()
+    # The rerun asked the row's attribute call again and the 25 calls built on it, each once; nothing else.
+    assert len(rerun) == 26 and set(rerun.values()) == {1} and all(unlucky in prompt for prompt in rerun)

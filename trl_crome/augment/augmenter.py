@@ -583,13 +583,21 @@ class CromeAugmenter:
         )
         summary.seconds = time.perf_counter() - started
         logger.info("Crome augmentation done:\n%s", summary.to_table())
+        if summary.rows_incomplete:
+            logger.warning(
+                "%d rows are incomplete: oracle calls failed transiently (timeouts, 429, 5xx after the retries) and "
+                "what depended on them was not asked. Rerun the same command to complete them; answered calls are "
+                "cached and finished chunks kept.",
+                summary.rows_incomplete,
+            )
         self._output = _Output(store, records, source.features, dataset_name)
         output = store.dataset(records, source.features)
         if config.push_to_hub is not None:
-            if summary.stopped is None:
+            if summary.stopped is None and not summary.rows_incomplete:
                 self.push_to_hub(config.push_to_hub, private=config.hub_private_repo)
             else:
-                logger.warning("Not pushed to %s: the run stopped at max_cost before the end.", config.push_to_hub)
+                why = "stopped at max_cost before the end" if summary.stopped else "has incomplete rows"
+                logger.warning("Not pushed to %s: the run %s.", config.push_to_hub, why)
         return output
 
     def _run_chunks(
@@ -691,7 +699,7 @@ class CromeAugmenter:
         pairs, dropped = chunk.pairs, None
         if self.baseline is not None:
             pairs, dropped = filter_pairs(pairs, self.baseline, self.config.filter_tau)
-        report = chunk.report.to_dict(pairs, dropped)
+        report = chunk.report.to_dict(pairs, dropped, chunk.stop - chunk.start)
         if store is None:
             return {"start": chunk.start, "stop": chunk.stop, "report": report}
         return store.save(chunk.start, chunk.stop, chunk.digest, pairs, run.features, report)
@@ -853,7 +861,8 @@ class CromeAugmenter:
             ]  # fmt: skip
         aligned = []
         if ALIGNED in types:
-            aligned = [NeutralRewriteTask(row, ALIGNED, tuple(found)) for row, found in zip(rows, attributes)]
+            # A row without attributes had its attribute call fail transiently: asked when the chunk is recomputed.
+            aligned = [NeutralRewriteTask(row, ALIGNED, tuple(found)) for row, found in zip(rows, attributes) if found]
         calls += [(STEP_ALIGNED, task.request(tokens, temperature)) for task in aligned]
         answers = yield calls
         split = len(answers) - len(aligned)
@@ -862,9 +871,15 @@ class CromeAugmenter:
         if paper:  # paper templates: per row, per attribute, its elements (none when the step is off or failed)
             elements = [[() for _ in row_attributes] for row_attributes in attributes]
             if want_elements:
-                for row_elements in elements:
-                    for a in range(len(row_elements)):
-                        row_elements[a], reason = parse_elements(next(element_answers), config.elements_per_attribute)
+                for r, row_attributes in enumerate(attributes):
+                    answered = [(attribute, next(element_answers)) for attribute in row_attributes]
+                    # Elements that failed transiently are asked again when the chunk is recomputed: their attribute's
+                    # rewrites are not paid meanwhile.
+                    answered = [(attribute, answer) for attribute, answer in answered if not answer.transient]
+                    attributes[r], elements[r] = [attribute for attribute, _ in answered], []
+                    for _, answer in answered:
+                        found, reason = parse_elements(answer, config.elements_per_attribute)
+                        elements[r].append(found)
                         if reason is not None:
                             report.counters["elements"][reason] += 1
 
@@ -934,6 +949,9 @@ class CromeAugmenter:
         attributes = []
         for index, row in enumerate(rows):
             found, reason = [], None
+            if config.identify_rubrics and answers[index].transient:
+                attributes.append([])  # asked again when the chunk is recomputed: no fallback work paid meanwhile
+                continue
             if config.identify_rubrics:
                 found, reason, rescaled = parse_attributes(answers[index], config.max_attributes)
                 report.counters["scores"]["rescaled"] += rescaled
@@ -961,9 +979,13 @@ class CromeAugmenter:
         """
         config, pool = self.config, run.pool
         responses = dict(zip(new_prompts, answers)) if config.identify_rubrics else None
+        rubrics: dict[int, list[CausalAttribute]] = {}
+        if responses is not None:  # asked again when the chunk is recomputed: no fallback work paid meanwhile
+            deferred = {key for key, response in responses.items() if response.transient}
+            rubrics = {prompt_digest(new_prompts[key]): [] for key in deferred}
+            new_prompts = {key: prompt for key, prompt in new_prompts.items() if key not in deferred}
         positions = {key: pool.position(prompt_digest(prompt)) for key, prompt in new_prompts.items()}
         first_here = {key for key, position in positions.items() if pool.first_rows[position] >= rows[0].index}
-        rubrics: dict[int, list[CausalAttribute]] = {}
         for counted in (True, False):
             prompts = {key: prompt for key, prompt in new_prompts.items() if (key in first_here) == counted}
             resolved, fallbacks = resolve_rubrics(

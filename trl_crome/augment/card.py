@@ -120,7 +120,12 @@ def dataset_card(
         rows += [(f"unverified ({reason})", _n(n)) for reason, n in verification["unverified"].items()]
         lines += ["Oracle verification of the rewrites that passed the checks:", ""]
         lines += _table(("verdict", "rewrites"), rows)
-    other = [(f"attribute fallbacks ({reason})", _n(n)) for reason, n in summary.rubric_fallbacks.items()]
+    other = (
+        [("rows incomplete (transient oracle failures)", _n(summary.rows_incomplete))]
+        if summary.rows_incomplete
+        else []
+    )
+    other += [(f"attribute fallbacks ({reason})", _n(n)) for reason, n in summary.rubric_fallbacks.items()]
     other += [
         (f"attributes without causal elements ({reason})", _n(n)) for reason, n in summary.element_failures.items()
     ]

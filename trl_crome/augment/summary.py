@@ -40,6 +40,11 @@ class AugmentationSummary:
         rows_reused (`int`):
             Rows of the output whose chunk an earlier run had finished: read back from disk, nothing recomputed (their
             answers count as cache hits below).
+        rows_incomplete (`int`):
+            Rows of chunks where a call failed transiently (a timeout, 429 or 5xx after the retries). What depended on
+            that answer was not asked (an attribute call: the row's elements, rewrites and verifications; an elements
+            call: that attribute's rewrites), so no fallback work is paid for; rerun the same command to complete them
+            (those chunks are computed again, answered calls come from the cache).
         pairs (`dict[str, int]`):
             Output pairs per kind (`"original"`, `"causal"`, `"neutral"`).
         neutrals (`dict[str, int]`):
@@ -52,10 +57,12 @@ class AugmentationSummary:
         rubric_fallbacks (`dict[str, int]`):
             Prompts (lite) or rows (paper) whose attribute call gave nothing usable and which used the fallback
             attributes, per reason (`"invalid_scores"`: importance scores missing, negative, non-finite or all zero).
+            A call that failed transiently does not fall back (see `rows_incomplete`).
         rescaled_scores (`int`):
             Rows whose importance scores did not sum to 1 and were rescaled.
         element_failures (`dict[str, int]`):
-            Attributes whose causal-elements call gave nothing usable (their rewrites went on without elements).
+            Attributes whose causal-elements call gave nothing usable (their rewrites went on without elements; a
+            transient failure is not one, see `rows_incomplete`).
         verification (`dict`):
             `{"passed": n, "failed": {direction: {attribute: n}}, "unverified": {reason: n}}`: the verdicts on the
             rewrites; failed and unverified rewrites are dropped.
@@ -93,6 +100,7 @@ class AugmentationSummary:
     input_rows: int = 0
     rows_done: int = 0
     rows_reused: int = 0
+    rows_incomplete: int = 0
     pairs: dict[str, int] = field(default_factory=dict)
     neutrals: dict[str, int] = field(default_factory=dict)
     rejects: dict[str, int] = field(default_factory=dict)
@@ -190,6 +198,8 @@ class AugmentationSummary:
             rows.append(("rows written (stopped early)", f"{self.rows_done:,}"))
         if self.rows_reused:
             rows.append(("rows reused (chunks of an earlier run)", f"{self.rows_reused:,}"))
+        if self.rows_incomplete:
+            rows.append(("rows incomplete (transient failures: rerun)", f"{self.rows_incomplete:,}"))
         rows += [(f"pairs: {kind}", f"{count:,}") for kind, count in self.pairs.items()]
         rows.append(("pairs: total", f"{sum(self.pairs.values()):,}"))
         rows += [(f"neutral pairs: {kind}", f"{count:,}") for kind, count in self.neutrals.items()]

@@ -6,8 +6,9 @@ override single settings of the preset. `--dry-run` prints the calls, tokens and
 to go on). Rerunning the same command after a crash, `kill -9` or Ctrl-C resumes: every answered oracle call is cached
 in the run's state folder and is not paid for again, and every finished chunk of rows is kept there and not recomputed.
 The output is written with its summary and its dataset card; `--push-to-hub REPO` uploads both (exit status 4 when the
-upload fails: the output is saved, rerun to retry). API keys are read from the environment only (`GEMINI_API_KEY` /
-`GOOGLE_API_KEY`, `OPENAI_API_KEY`).
+upload fails: the output is saved, rerun to retry). Exit status 5: oracle calls failed transiently after their retries
+and the rows that needed them are incomplete (nothing is pushed); rerun to complete them. API keys are read from the
+environment only (`GEMINI_API_KEY` / `GOOGLE_API_KEY`, `OPENAI_API_KEY`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ CARD_NAME = "README.md"  # the dataset card, in an output folder
 ESTIMATE_NAME = "augmentation_estimate.json"
 STOPPED_AT_MAX_COST = 3  # exit status of a run that stopped at --max-cost
 PUSH_FAILED = 4  # exit status of a run whose output is saved but could not be uploaded
+INCOMPLETE = 5  # exit status of a run with rows left incomplete by transient oracle failures (rerun to complete)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -294,6 +296,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return STOPPED_AT_MAX_COST
+    if summary.rows_incomplete:
+        print(
+            f"{summary.rows_incomplete:,} rows are incomplete: oracle calls failed transiently (timeouts, 429, 5xx "
+            "after the retries) and what depended on them was not asked. Rerun the same command to complete them; "
+            "answered calls are not paid again" + (" (nothing was pushed to the Hub)." if args.push_to_hub else "."),
+            file=sys.stderr,
+        )
+        return INCOMPLETE
     if args.push_to_hub:
         try:
             url = augmenter.push_to_hub(args.push_to_hub, private=args.hub_private or None)
