@@ -52,6 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.augment.scripted import step_of  # noqa: E402
 from tests.servers.gemini import GeminiServer  # noqa: E402
 
 ULTRAFEEDBACK = ROOT.parent / "shared" / "data" / "ultrafeedback" / "train.jsonl"
@@ -74,6 +75,7 @@ class CountingServer(GeminiServer):
         self.answered: Counter[int] = Counter()  # per phase
         self.repeated: Counter[int] = Counter()  # per phase: answered again, first answered in an earlier phase
         self.repeated_within: Counter[int] = Counter()  # per phase: answered twice in the same phase
+        self.new_by_step: Counter[str] = Counter()  # "phase:step": prompts first answered then (the step, by text)
         self.first_request: dict[int, float] = {}  # per phase: time.time() of the first request of any kind
         self.first_generation: dict[int, float] = {}  # per phase: of the first generateContent / batch job
         self.refused = 0  # 429s answered by the quota
@@ -112,6 +114,8 @@ class CountingServer(GeminiServer):
                 self.repeated[phase] += 1
             elif known:
                 self.repeated_within[phase] += 1
+            else:
+                self.new_by_step[f"{phase}:{step_of(call.prompt)}"] += 1
         return super().answer(call, fault)
 
     def route(self, method: str, path: str, body: dict[str, Any]):
@@ -123,6 +127,7 @@ class CountingServer(GeminiServer):
                     "distinct": len(self.first_phase),
                     "repeated": dict(self.repeated),
                     "repeated_within": dict(self.repeated_within),
+                    "new_by_step": dict(self.new_by_step),
                     "first_request": dict(self.first_request),
                     "first_generation": dict(self.first_generation),
                     "refused": self.refused,
@@ -205,6 +210,7 @@ def augment(args: argparse.Namespace) -> None:
         "cache_hits": summary.cache_hits,
         "pairs": dict(summary.pairs),
         "rejects": dict(summary.rejects),
+        "rows_incomplete": summary.rows_incomplete,
     }
     args.result.write_text(json.dumps(result))
 
@@ -368,6 +374,8 @@ def uninterrupted(args: argparse.Namespace, mode: str, rows: int, data: Path, fo
     figures = {
         "calls": calls,
         "distinct_calls": stats["distinct"],
+        "new_by_step": stats["new_by_step"],  # distinct calls per step (phase 0)
+        "rows_incomplete": run["rows_incomplete"],
         "refused_429": stats["refused"],
         "wall_s": run["augment_s"],
         "process_s": run["wall_s"],
@@ -418,6 +426,10 @@ def killed_and_resumed(
         "repeated_stored": repeated - lost if mode == "online" else repeated,
         "repeated_within_phase": sum(stats["repeated_within"].values()),
         "distinct_calls": stats["distinct"],
+        "new_by_step": stats[
+            "new_by_step"
+        ],  # distinct calls per step, first answered before (0) or after (1) the kill
+        "rows_incomplete": second["rows_incomplete"],
         "answered_after_resume": stats["answered"].get(1, 0),
         "resume_s": stats["first_request"][1] - restart,
         "resume_first_generation_s": stats["first_generation"].get(1, float("nan")) - restart,

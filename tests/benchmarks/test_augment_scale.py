@@ -33,12 +33,15 @@ def test_augment_scale_tiny_keeps_its_invariants(tmp_path):
 
     for mode, result in results.items():
         full, resumed = result["uninterrupted"], result["resumed"]
+        # What the server saw, per step, and the runs' logs: what a failure below needs to be understood.
+        seen = f"{mode}: {full['new_by_step']} / {resumed['new_by_step']}\n" + _logs(tmp_path / "work", mode)
         # Every call of the pipeline reached the server once in the uninterrupted run.
-        assert full["calls"] == full["distinct_calls"] == calls
+        assert full["calls"] == full["distinct_calls"] == calls, seen
         assert full["pairs"] == {"original": ROWS, "causal": ROWS * 10, "neutral": ROWS}
+        assert full["rows_incomplete"] == resumed["rows_incomplete"] == 0, seen  # no call failed after its retries
         # Killed mid-run (at 50% of the calls, before the end), then resumed to the same output, byte for byte.
         assert calls // 2 <= resumed["answered_before_kill"] < calls
-        assert resumed["distinct_calls"] == calls
+        assert resumed["distinct_calls"] == calls, seen
         assert resumed["output_sha256"] == full["output_sha256"] is not None
         # Counted at the server: no answer the killed process had stored is asked again.
         assert resumed["repeated_stored"] == 0
@@ -65,3 +68,9 @@ def test_augment_scale_tiny_keeps_its_invariants(tmp_path):
     assert rows["batch"][11] == "1.00x"  # peak RSS against the smallest size: itself
     for mode in ("online", "batch"):
         assert rows[mode][-1] == "yes |" and rows[mode][-2] == "0"
+
+
+def _logs(work: Path, mode: str) -> str:
+    """The tails of the augmenting processes' logs of `mode` (killed, resumed, uninterrupted)."""
+    logs = sorted(work.glob(f"rows-*/{mode}/*/run/log"))
+    return "\n".join(f"--- {log.relative_to(work)}\n{log.read_text()[-2000:]}" for log in logs)
