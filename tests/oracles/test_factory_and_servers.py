@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.augment.scripted import gemini_responder
+from tests.servers.gemini import GeminiServer
 from trl_crome.oracles import CachedOracle, GeminiOracle, OpenAICompatibleOracle, OracleRequest, make_oracle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,3 +74,17 @@ def test_a_server_quota_from_the_command_line(tmp_path):
         server.terminate()
         server.wait(10)
     assert [r.error for r in responses] == [None, None, "http_429"]  # the third call in a minute is refused
+
+
+def test_a_request_cut_off_by_a_killed_client_is_neither_answered_nor_counted():
+    """A client SIGKILLed after sending a request's headers but not all of its body: the server must not answer an
+    empty call (it was counted as a call with the prompt "", one distinct prompt too many in the scale benchmark)."""
+    with GeminiServer(responder=gemini_responder) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        head = "POST /v1beta/models/m:generateContent HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port)) as connection:
+            connection.sendall(head.encode() + b'{"contents": [')  # the rest never comes
+        oracle = GeminiOracle(api_key="k", model="m", http_options={"base_url": server.url})
+        request = OracleRequest(prompt='Return JSON: {"verdict": "Pass"}', template="t@1")
+        assert oracle.generate([request], progress=False)[0].ok  # the server still answers the next client
+    assert server.prompts == {request.prompt: 1} and server.requests["generateContent"] == 1

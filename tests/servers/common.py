@@ -226,6 +226,9 @@ class FakeLLMServer:
             def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                if len(raw) < length:  # the client died mid-request (a SIGKILL): no call to answer, or to count
+                    self.close_connection = True
+                    return
                 server.headers = {k.lower(): v for k, v in self.headers.items()}
                 if server.down:  # an outage: the connection drops without an answer
                     server.count("dropped")
