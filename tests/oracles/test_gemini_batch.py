@@ -5,15 +5,19 @@ submission of an accepted job."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections import Counter
 
 import pytest
+from google import genai
+from google.genai import types
 from pydantic import BaseModel
 
 from tests.servers.common import Call
@@ -252,3 +256,40 @@ def test_a_stop_submits_no_new_job_but_collects_the_accepted_ones(server, tmp_pa
     # The two accepted jobs are collected (they are paid for); the new one (e, f) is never submitted nor yielded.
     assert asyncio.run(stopped()) == {0: "A", 1: "B", 2: "C", 3: "D"}
     assert server.requests["batchGenerateContent"] == 2
+
+
+@pytest.mark.slow
+def test_a_listing_taken_before_a_jobs_create_call_could_arrive_does_not_prove_it_absent(server, tmp_path, caplog):
+    """The killed run left two jobs with their create calls sent and unanswered. `first` never reached the server;
+    `late` arrives just after the resumed run listed the account's jobs (for `first`), within the HTTP timeout of its
+    sending. By the time `late` is looked up, that timeout has passed, but the listing is older than its arrival: it
+    is listed again (and found), not submitted a second time."""
+    server.batch_polls_until_done = 60  # 3 s per job at 0.05 s per poll: `late` is looked up after it settled
+    oracle = batch_oracle(server.url, tmp_path / "state", batch_max_jobs=1, poll_interval=0.05)
+    requests = ask("a", "b")
+    keys = [request.cache_key(oracle.model) for request in requests]
+    now = time.time()
+    first = gemini_batch.PlannedJob.new([keys[0]], oracle.model, 1)
+    late = gemini_batch.PlannedJob.new([keys[1]], oracle.model, 1)
+    # Adopted in this order (by state file name); sent 100 s ago, and 3 s ago with a 5 s HTTP timeout.
+    first.id, first.sent, late.id, late.sent = "0" * 32, now - 100, "1" * 32, now - 3
+    (tmp_path / "state").mkdir()
+    for job in (first, late):
+        (tmp_path / "state" / f"{job.id}.json").write_text(json.dumps(dataclasses.asdict(job)))
+
+    def arrive_after_the_first_listing() -> None:
+        while server.requests["batches.list"] < 1:
+            time.sleep(0.005)
+        source = [types.InlinedRequest(contents="b", config=oracle._config(requests[1]), metadata={"key": keys[1]})]
+        config = types.CreateBatchJobConfig(display_name=late.display_name)
+        client = genai.Client(api_key=FAKE_KEY, http_options={"base_url": server.url})  # the killed run's call
+        client.batches.create(model=oracle.model, src=source, config=config)
+
+    arrival = threading.Thread(target=arrive_after_the_first_listing)
+    arrival.start()
+    with caplog.at_level(logging.INFO, logger="trl_crome.oracles.gemini_batch"):
+        assert labels(oracle.generate(requests, progress=False)) == ["A", "B"]
+    arrival.join()
+    assert server.requests["batches.list"] == 2  # the second listing found `late`
+    assert server.prompts == Counter({"a": 1, "b": 1}) and len(server.batches) == 2
+    assert "accepted before the last run was stopped" in caplog.text
