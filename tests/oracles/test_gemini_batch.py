@@ -293,3 +293,28 @@ def test_a_listing_taken_before_a_jobs_create_call_could_arrive_does_not_prove_i
     assert server.requests["batches.list"] == 2  # the second listing found `late`
     assert server.prompts == Counter({"a": 1, "b": 1}) and len(server.batches) == 2
     assert "accepted before the last run was stopped" in caplog.text
+
+
+def test_jobs_looked_up_at_once_after_a_kill_share_one_listing(server, tmp_path, caplog):
+    """The killed run had sent the create calls of four jobs, accepted by the server, and heard none of the answers.
+    The resume looks all four up at once (four jobs in flight): one listing serves them all, instead of one listing
+    each (a listing reads every finished job's answers: at scale, each took about a minute)."""
+    oracle = batch_oracle(server.url, tmp_path / "state", batch_size=1, batch_max_jobs=4)
+    prompts = ["a", "b", "c", "d"]
+    requests = ask(*prompts)
+    client = genai.Client(api_key=FAKE_KEY, http_options={"base_url": server.url})  # the killed run's calls
+    (tmp_path / "state").mkdir()
+    for request in requests:
+        key = request.cache_key(oracle.model)
+        job = gemini_batch.PlannedJob.new([key], oracle.model, 1)
+        job.sent = time.time() - 100  # long settled: found in the listing, adopted without waiting
+        (tmp_path / "state" / f"{job.id}.json").write_text(json.dumps(dataclasses.asdict(job)))
+        source = [types.InlinedRequest(contents=request.prompt, config=oracle._config(request), metadata={"key": key})]
+        client.batches.create(
+            model=oracle.model, src=source, config=types.CreateBatchJobConfig(display_name=job.display_name)
+        )
+    with caplog.at_level(logging.INFO, logger="trl_crome.oracles.gemini_batch"):
+        assert labels(oracle.generate(requests, progress=False)) == ["A", "B", "C", "D"]
+    assert caplog.text.count("accepted before the last run was stopped") == 4
+    assert server.requests["batchGenerateContent"] == 4 and server.prompts == Counter(dict.fromkeys(prompts, 1))
+    assert server.requests["batches.list"] == 1  # four jobs: one page of one listing

@@ -113,6 +113,7 @@ class BatchRunner:
         self._adopted: set[str] = set()  # ids of the jobs taken over from an earlier run
         self._listing: dict[str, str] | None = None  # display name -> job name, from listing the account's jobs
         self._listed_at = 0.0  # when that listing was requested
+        self._listing_lock = asyncio.Lock()  # one listing at a time, shared by the jobs looked up meanwhile
 
     # -- the scheduler -------------------------------------------------------------------------------------------
     async def run(self, should_stop: StopCheck | None = None) -> AsyncIterator[tuple[int, OracleResponse]]:
@@ -349,15 +350,25 @@ class BatchRunner:
         return uploaded.name
 
     async def _find(self, display_name: str, refresh: bool = False) -> str | None:
-        """The name of the job created under `display_name`, from a listing of the account's batch jobs."""
-        if self._listing is None or refresh:
-            listing, self._listed_at = {}, time.time()
-            pager = await self._call(self.oracle._client().aio.batches.list, config={"page_size": LIST_PAGE_SIZE})
-            async for job in pager:
-                if job.display_name:
-                    listing[job.display_name] = job.name
-            self._listing = listing
-        return self._listing.get(display_name)
+        """The name of the job created under `display_name`, from a listing of the account's batch jobs; with
+        `refresh`, from a listing requested after this call.
+
+        A resume looks up every adopted job whose create call went unanswered at once, and a listing reads every
+        finished job's answers: concurrent lookups wait for the listing in flight and reuse it when it is recent
+        enough, instead of each listing the whole account again (13 lookups took 55-74 s each, in parallel, in the
+        scale benchmark's 2k-row resume).
+        """
+        asked_at = time.time()
+        async with self._listing_lock:
+            if self._listing is None or (refresh and self._listed_at < asked_at):
+                listing, listed_at = {}, time.time()
+                client = self.oracle._client()
+                pager = await self._call(client.aio.batches.list, config={"page_size": LIST_PAGE_SIZE})
+                async for job in pager:
+                    if job.display_name:
+                        listing[job.display_name] = job.name
+                self._listing, self._listed_at = listing, listed_at
+            return self._listing.get(display_name)
 
     async def _wait(self, job: PlannedJob) -> types.BatchJob | None:
         client = self.oracle._client()
