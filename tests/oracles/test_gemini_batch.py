@@ -318,3 +318,24 @@ def test_jobs_looked_up_at_once_after_a_kill_share_one_listing(server, tmp_path,
     assert caplog.text.count("accepted before the last run was stopped") == 4
     assert server.requests["batchGenerateContent"] == 4 and server.prompts == Counter(dict.fromkeys(prompts, 1))
     assert server.requests["batches.list"] == 1  # four jobs: one page of one listing
+
+
+@pytest.mark.slow
+def test_jobs_whose_create_calls_never_arrived_are_listed_again_together(server, tmp_path, caplog):
+    """Three jobs of the killed run whose create calls, sent 4.6, 4.3 and 4.0 s ago (HTTP timeout 5 s), never reached
+    the server: the resume waits until the last of them has settled, then one listing proves all three absent (one
+    listing after each one's own timeout made three), and each is submitted once."""
+    oracle = batch_oracle(server.url, tmp_path / "state", batch_size=1, batch_max_jobs=3)
+    requests = ask("a", "b", "c")
+    (tmp_path / "state").mkdir()
+    now = time.time()
+    for request, age in zip(requests, (4.6, 4.3, 4.0)):
+        job = gemini_batch.PlannedJob.new([request.cache_key(oracle.model)], oracle.model, 1)
+        job.sent = now - age
+        (tmp_path / "state" / f"{job.id}.json").write_text(json.dumps(dataclasses.asdict(job)))
+    with caplog.at_level(logging.INFO, logger="trl_crome.oracles.gemini_batch"):
+        assert labels(oracle.generate(requests, progress=False)) == ["A", "B", "C"]
+    assert time.time() >= now + 1.0  # none was submitted before the last create call had settled
+    assert server.requests["batches.list"] == 2  # the first lookup, then one listing after they all settled
+    assert server.requests["batchGenerateContent"] == 3 and server.prompts == Counter({"a": 1, "b": 1, "c": 1})
+    assert "accepted before the last run was stopped" not in caplog.text

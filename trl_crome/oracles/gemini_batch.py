@@ -114,10 +114,13 @@ class BatchRunner:
         self._listing: dict[str, str] | None = None  # display name -> job name, from listing the account's jobs
         self._listed_at = 0.0  # when that listing was requested
         self._listing_lock = asyncio.Lock()  # one listing at a time, shared by the jobs looked up meanwhile
+        self._settled_at = 0.0  # when every create call an earlier run left unanswered has arrived, or never will
 
     # -- the scheduler -------------------------------------------------------------------------------------------
     async def run(self, should_stop: StopCheck | None = None) -> AsyncIterator[tuple[int, OracleResponse]]:
         adopted = self._adopt()
+        sent = [job.sent for job in adopted if job.sent is not None and job.name is None]
+        self._settled_at = max(sent) + self.oracle.http_timeout if sent else 0.0
         claimed = {key for job in adopted for key in job.keys}
         queue = deque(adopted + self._plan([key for key in self.asking if key not in claimed]))
         running: dict[asyncio.Task, PlannedJob] = {}
@@ -278,14 +281,15 @@ class BatchRunner:
         if job.id in self._adopted and job.sent is not None:
             # A create call sent by the killed run may still reach the server: a job the listing shows is adopted at
             # once; otherwise the call gets the time it may take (the HTTP timeout) before we conclude that it never
-            # arrived.
+            # arrived. The jobs not listed wait for the last of those calls and are looked up again together, in one
+            # listing (a listing reads every finished job's answers: one per job was minutes at scale).
             name = await self._find(job.display_name)
-            settled_at = job.sent + self.oracle.http_timeout
+            settled_at = self._settled_at
             if name is None and settled_at > time.time():
                 logger.info("Waiting %.0f s for a create call of the last run to settle", settled_at - time.time())
                 await asyncio.sleep(settled_at - time.time())
-            if name is None and self._listed_at < settled_at:  # only a listing taken after that proves it never came
-                name = await self._find(job.display_name, refresh=True)
+            if name is None:  # only a listing taken after that proves it never came
+                name = await self._find(job.display_name, fresh_after=settled_at)
             if name is not None:
                 logger.info("Found batch job %s, accepted before the last run was stopped", name)
                 job.name = name
@@ -314,7 +318,7 @@ class BatchRunner:
         created = await self._call(
             client.aio.batches.create,
             refusable=True,
-            find=lambda: self._find(job.display_name, refresh=True),
+            find=lambda: self._find(job.display_name, fresh_after=time.time()),
             model=self.oracle.model,
             src=source,
             config=types.CreateBatchJobConfig(display_name=job.display_name),
@@ -349,18 +353,17 @@ class BatchRunner:
             path.unlink(missing_ok=True)
         return uploaded.name
 
-    async def _find(self, display_name: str, refresh: bool = False) -> str | None:
+    async def _find(self, display_name: str, fresh_after: float | None = None) -> str | None:
         """The name of the job created under `display_name`, from a listing of the account's batch jobs; with
-        `refresh`, from a listing requested after this call.
+        `fresh_after`, from a listing requested at or after that time.
 
         A resume looks up every adopted job whose create call went unanswered at once, and a listing reads every
         finished job's answers: concurrent lookups wait for the listing in flight and reuse it when it is recent
         enough, instead of each listing the whole account again (13 lookups took 55-74 s each, in parallel, in the
         scale benchmark's 2k-row resume).
         """
-        asked_at = time.time()
         async with self._listing_lock:
-            if self._listing is None or (refresh and self._listed_at < asked_at):
+            if self._listing is None or (fresh_after is not None and self._listed_at < fresh_after):
                 listing, listed_at = {}, time.time()
                 client = self.oracle._client()
                 pager = await self._call(client.aio.batches.list, config={"page_size": LIST_PAGE_SIZE})
