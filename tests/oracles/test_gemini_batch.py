@@ -65,6 +65,17 @@ def test_at_most_batch_max_jobs_in_flight_the_rest_queued(server, tmp_path):
     assert server.prompts == Counter(dict.fromkeys(prompts, 1))
 
 
+def test_jobs_are_submitted_a_few_at_a_time(server, tmp_path):
+    # Each create call takes 0.2 s at the server: eight jobs allowed in flight are still sent two at a time, so that
+    # large uploads in parallel do not each run past the HTTP timeout.
+    server.batch_create_delay = 0.2
+    prompts = [f"q{i}" for i in range(8)]
+    oracle = batch_oracle(server.url, tmp_path / "state", batch_size=1, batch_max_jobs=8)
+    assert labels(oracle.generate(ask(*prompts), progress=False)) == [p.upper() for p in prompts]
+    assert server.requests["batchGenerateContent"] == 8
+    assert server.peak_concurrent_creates == gemini_batch.SUBMITS_AT_ONCE == 2
+
+
 def test_a_server_refusing_new_jobs_lowers_the_jobs_in_flight(server, tmp_path):
     server.batch_max_active = 2  # the account's limit is below ours: creates past it answer 429
     prompts = [f"q{i}" for i in range(10)]

@@ -20,7 +20,8 @@ Batch jobs at scale:
 - an inline job whose request body is larger than `inline_limit_bytes` is refused with 400, as Google refuses
   inline jobs past 20 MB;
 - `batch_max_active`: creating a job while that many are unfinished answers 429 (Google's concurrent-jobs limit);
-  `peak_active_batches` records the most jobs that were unfinished at once;
+  `peak_active_batches` records the most jobs that were unfinished at once, `peak_concurrent_creates` the most
+  create calls being answered at once;
 - `batch_outcomes`: final states for the next jobs created, in order (then `batch_final_state`): an
   `"BATCH_STATE_EXPIRED"`, `"BATCH_STATE_FAILED"` or `"BATCH_STATE_CANCELLED"` job ends with no output; a row's
   fault still makes a partial failure of a succeeded job; `batch_drop_rows` leaves the next that many rows out of
@@ -128,6 +129,7 @@ class GeminiServer(FakeLLMServer):
         self.batch_outcomes: list[str] = []
         self.batch_drop_rows = 0
         self.peak_active_batches = 0
+        self.creating = self.peak_concurrent_creates = 0  # create calls being answered now, and the most at once
         self.batches: dict[str, dict[str, Any]] = {}
         self.files: dict[str, dict[str, Any]] = {}  # name -> {"meta": File resource, "data": bytes}
         self._uploads: dict[str, dict[str, Any]] = {}  # upload id -> {"meta", "data"} of an upload under way
@@ -218,6 +220,16 @@ class GeminiServer(FakeLLMServer):
         return sum(1 for job in self.batches.values() if not job["done"])
 
     def create_batch(self, model: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        with self._lock:
+            self.creating += 1
+            self.peak_concurrent_creates = max(self.peak_concurrent_creates, self.creating)
+        try:
+            return self._create_batch(model, body)
+        finally:
+            with self._lock:
+                self.creating -= 1
+
+    def _create_batch(self, model: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         batch = body["batch"]
         input_config = batch["inputConfig"]
         if "fileName" in input_config:

@@ -63,6 +63,7 @@ SUCCEEDED = "JOB_STATE_SUCCEEDED"
 # A listing carries each finished job with its inline answers (up to `batch_size` rows each): small pages keep the
 # memory of the lookup after a resume bounded (100 jobs of 1,000 rows per page peaked at ~2 GB in the scale benchmark).
 LIST_PAGE_SIZE = 10
+SUBMITS_AT_ONCE = 2  # create calls (with their file uploads) in flight at once
 
 
 @dataclass
@@ -111,6 +112,7 @@ class BatchRunner:
             self.asking.setdefault(request.cache_key(oracle.model), []).append(index)
         self.calls: dict[str, int] = dict.fromkeys(self.asking, 0)  # rows sent per key, resubmissions included
         self._adopted: set[str] = set()  # ids of the jobs taken over from an earlier run
+        self._sending = asyncio.Semaphore(SUBMITS_AT_ONCE)
         self._listing: dict[str, str] | None = None  # display name -> job name, from listing the account's jobs
         self._listed_at = 0.0  # when that listing was requested
         self._listing_lock = asyncio.Lock()  # one listing at a time, shared by the jobs looked up meanwhile
@@ -295,34 +297,40 @@ class BatchRunner:
                 job.name = name
                 self._save(job)
                 return name
-        # The intent first: from here on, a killed run looks for this display name before submitting again. Its keys
-        # are exactly the rows sent, in order (an earlier run's job may hold rows answered since).
-        job.keys = [key for key in job.keys if key in self.asking]
-        self._save(job)
-        rows = [self._wire_request(key) for key in job.keys]
-        size = sum(len(json.dumps(row)) for row in rows)
-        if size > self.oracle.batch_inline_max_bytes:
-            input_file = job.input_file
-            if input_file is None or await self._call(client.aio.files.get, missing_ok=True, name=input_file) is None:
-                job.input_file = await self._upload(job, rows)
-                self._save(job)
-            source: Any = job.input_file
-        else:
-            source = []
-            for key in job.keys:
-                request = self._request(key)
-                config = self.oracle._config(request)
-                source.append(types.InlinedRequest(contents=request.prompt, config=config, metadata={"key": key}))
-        job.sent = time.time()
-        self._save(job)
-        created = await self._call(
-            client.aio.batches.create,
-            refusable=True,
-            find=lambda: self._find(job.display_name, fresh_after=time.time()),
-            model=self.oracle.model,
-            src=source,
-            config=types.CreateBatchJobConfig(display_name=job.display_name),
-        )
+        # A few uploads at a time: a round starts `batch_max_jobs` jobs of up to 20 MB each at once, and all of them in
+        # parallel would each take many times longer than alone; past the HTTP timeout, every one looks failed.
+        async with self._sending:
+            # The intent first: from here on, a killed run looks for this display name before submitting again. Its
+            # keys are exactly the rows sent, in order (an earlier run's job may hold rows answered since).
+            job.keys = [key for key in job.keys if key in self.asking]
+            self._save(job)
+            rows = [self._wire_request(key) for key in job.keys]
+            size = sum(len(json.dumps(row)) for row in rows)
+            if size > self.oracle.batch_inline_max_bytes:
+                input_file = job.input_file
+                if (
+                    input_file is None
+                    or await self._call(client.aio.files.get, missing_ok=True, name=input_file) is None
+                ):
+                    job.input_file = await self._upload(job, rows)
+                    self._save(job)
+                source: Any = job.input_file
+            else:
+                source = []
+                for key in job.keys:
+                    request = self._request(key)
+                    config = self.oracle._config(request)
+                    source.append(types.InlinedRequest(contents=request.prompt, config=config, metadata={"key": key}))
+            job.sent = time.time()
+            self._save(job)
+            created = await self._call(
+                client.aio.batches.create,
+                refusable=True,
+                find=lambda: self._find(job.display_name, fresh_after=time.time()),
+                model=self.oracle.model,
+                src=source,
+                config=types.CreateBatchJobConfig(display_name=job.display_name),
+            )
         name = created if isinstance(created, str) else created.name
         job.name = name
         self._save(job)
