@@ -584,12 +584,7 @@ class CromeAugmenter:
         summary.seconds = time.perf_counter() - started
         logger.info("Crome augmentation done:\n%s", summary.to_table())
         if summary.rows_incomplete:
-            logger.warning(
-                "%d rows are incomplete: oracle calls failed transiently (timeouts, 429, 5xx after the retries) and "
-                "what depended on them was not asked. Rerun the same command to complete them; answered calls are "
-                "cached and finished chunks kept.",
-                summary.rows_incomplete,
-            )
+            logger.warning(summary.incomplete_message)
         self._output = _Output(store, records, source.features, dataset_name)
         output = store.dataset(records, source.features)
         if config.push_to_hub is not None:
@@ -699,7 +694,7 @@ class CromeAugmenter:
         pairs, dropped = chunk.pairs, None
         if self.baseline is not None:
             pairs, dropped = filter_pairs(pairs, self.baseline, self.config.filter_tau)
-        report = chunk.report.to_dict(pairs, dropped, chunk.stop - chunk.start)
+        report = chunk.report.to_dict(pairs, dropped)
         if store is None:
             return {"start": chunk.start, "stop": chunk.stop, "report": report}
         return store.save(chunk.start, chunk.stop, chunk.digest, pairs, run.features, report)
@@ -949,10 +944,10 @@ class CromeAugmenter:
         attributes = []
         for index, row in enumerate(rows):
             found, reason = [], None
-            if config.identify_rubrics and answers[index].transient:
-                attributes.append([])  # asked again when the chunk is recomputed: no fallback work paid meanwhile
-                continue
             if config.identify_rubrics:
+                if answers[index].transient:
+                    attributes.append([])  # asked again when the chunk is recomputed: no fallback work paid meanwhile
+                    continue
                 found, reason, rescaled = parse_attributes(answers[index], config.max_attributes)
                 report.counters["scores"]["rescaled"] += rescaled
             if not found:

@@ -57,9 +57,8 @@ class ChunkReport:
             self.templates[step].add(request.template)
             self.transient += response.transient
 
-    def to_dict(self, pairs: Sequence[CromePair], filtered_out: Counter | None, rows: int) -> dict[str, Any]:
-        """The record's report (for a chunk of `rows` rows): the counts in the summary's format, the answers, the
-        templates per step."""
+    def to_dict(self, pairs: Sequence[CromePair], filtered_out: Counter | None) -> dict[str, Any]:
+        """The record's report: the counts in the summary's format, the answers, the templates per step."""
         counters, verification = self.counters, self.verification
         counts = {
             "pairs": dict(Counter(pair.kind for pair in pairs)),
@@ -75,7 +74,6 @@ class ChunkReport:
             },
             "neutrals_missing": counters["neutrals"]["missing"],
             "filtered_out": dict(filtered_out or {}),
-            "rows_incomplete": rows if self.transient else 0,  # a rerun computes the chunk again
         }
         templates = {step: sorted(names) for step, names in self.templates.items()}
         return {"counts": counts, "answers": self.answers, "templates": templates, "transient": self.transient}

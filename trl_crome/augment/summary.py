@@ -155,6 +155,7 @@ class AugmentationSummary:
     def add_counts(self, report: dict, rows: int) -> None:
         """Add what a finished chunk of the output produced: pairs, rejects, verdicts, templates."""
         self.rows_done += rows
+        self.rows_incomplete += rows if report["transient"] else 0  # a rerun computes the chunk again
         for name, value in report["counts"].items():
             setattr(self, name, _added(getattr(self, name), value))
         for step, names in report["templates"].items():
@@ -176,6 +177,15 @@ class AugmentationSummary:
                 "unverified": _sorted(verification.get("unverified", {})),
             }
         self.filtered_out = {kind: self.filtered_out.get(kind, 0) for kind in filtered}
+
+    @property
+    def incomplete_message(self) -> str:
+        """What a run with `rows_incomplete` tells its user (logged by the augmenter, printed by the CLI)."""
+        return (
+            f"{self.rows_incomplete:,} rows are incomplete: oracle calls failed transiently (timeouts, 429, 5xx after "
+            "the retries) and what depended on them was not asked. Rerun the same command to complete them; answered "
+            "calls are cached and finished chunks kept."
+        )
 
     @property
     def spent_usd(self) -> float:

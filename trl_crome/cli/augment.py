@@ -297,12 +297,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return STOPPED_AT_MAX_COST
     if summary.rows_incomplete:
-        print(
-            f"{summary.rows_incomplete:,} rows are incomplete: oracle calls failed transiently (timeouts, 429, 5xx "
-            "after the retries) and what depended on them was not asked. Rerun the same command to complete them; "
-            "answered calls are not paid again" + (" (nothing was pushed to the Hub)." if args.push_to_hub else "."),
-            file=sys.stderr,
-        )
+        pushed = " Nothing was pushed to the Hub." if args.push_to_hub else ""
+        print(summary.incomplete_message + pushed, file=sys.stderr)
         return INCOMPLETE
     if args.push_to_hub:
         try:
